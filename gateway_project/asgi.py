@@ -1,0 +1,52 @@
+"""ASGI entry point: Django for HTTP, plus the lifespan Django itself does not handle.
+
+On startup each process begins its background work (audit writer, provider health checks); on
+shutdown it flushes the audit queue, so every answered request has its record (docs/adr/0007).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from typing import Any
+
+from django.core.asgi import get_asgi_application
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gateway_project.settings")
+django_application = get_asgi_application()
+
+logger = logging.getLogger("gateway_project.lifespan")
+
+Scope = dict[str, Any]
+Receive = Any
+Send = Any
+
+
+async def _lifespan(receive: Receive, send: Send) -> None:
+    from providers.health import health_loop
+    from routing.audit import audit_writer
+    from routing.clients import close_http_client
+
+    background: list[asyncio.Task[None]] = []
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            audit_writer._ensure_running()
+            background.append(asyncio.create_task(health_loop(), name="provider-health"))
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            for task in background:
+                task.cancel()
+            await audit_writer.stop()
+            await close_http_client()
+            logger.info("gateway process stopped; audit queue flushed")
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+async def application(scope: Scope, receive: Receive, send: Send) -> None:
+    if scope["type"] == "lifespan":
+        await _lifespan(receive, send)
+    else:
+        await django_application(scope, receive, send)

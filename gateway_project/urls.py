@@ -1,0 +1,12 @@
+from django.contrib import admin
+from django.urls import include, path
+
+admin.site.site_header = "llm-gateway"
+admin.site.site_title = "llm-gateway admin"
+admin.site.index_title = "Gateway administration"
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("", include("django_prometheus.urls")),
+    path("", include("routing.urls")),
+]

@@ -1,0 +1,394 @@
+"""Plumbing shared by the provider adapters.
+
+Timeouts, the status/exception → :class:`ProviderError` table, Retry-After parsing, the SSE reader
+and the two request shapes every adapter uses (one JSON POST, one streamed POST). Keeping them here
+means the four wire-protocol modules only describe their protocol.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from contextlib import aclosing
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import httpx
+import orjson
+
+from providers.base import ErrorClass, ProviderError, StreamChunk, Target
+
+MAX_ERROR_TEXT = 300
+"""Upstream error text is cut to this many characters before it reaches a ProviderError."""
+
+JSON_CONTENT_TYPE = "application/json"
+
+ErrorHook = Callable[[ProviderError], ProviderError]
+"""Lets an adapter re-classify an HTTP error its protocol reports unusually."""
+
+StreamParser = Callable[[httpx.Response], AsyncGenerator[StreamChunk, None]]
+"""Turns a 200 streamed response into text chunks followed by one final chunk.
+
+It raises :class:`ProviderError` for error events and :func:`truncated` when the body ends before
+the protocol's terminator; shape errors (KeyError, TypeError, ...) are mapped by the caller.
+"""
+
+# Exceptions a parser raises when the upstream's JSON is not the shape it expects.
+_SHAPE_ERRORS = (KeyError, IndexError, TypeError, AttributeError, ValueError)
+
+
+def request_timeout(target: Target) -> httpx.Timeout:
+    """Per-request httpx timeouts; ``read`` bounds the first byte and every gap between chunks."""
+    return httpx.Timeout(
+        connect=target.connect_timeout,
+        read=target.first_byte_timeout,
+        write=target.connect_timeout,
+        pool=target.connect_timeout,
+    )
+
+
+# --- error mapping -------------------------------------------------------------------------------
+
+
+def classify_status(status: int) -> tuple[ErrorClass, bool]:
+    """Map an HTTP status to ``(error_class, permanent)``."""
+    if status == 429:
+        return ErrorClass.RATE_LIMITED, False
+    if status == 408:
+        return ErrorClass.TIMEOUT, False
+    if status in (401, 403):
+        return ErrorClass.AUTH, True
+    if status == 404:
+        return ErrorClass.NOT_FOUND, True
+    if status >= 500:
+        return ErrorClass.SERVER_ERROR, False
+    if status >= 400:
+        return ErrorClass.BAD_REQUEST, True
+    # 1xx/3xx (redirects are not followed): nothing we can read, maybe another replica can.
+    return ErrorClass.MALFORMED, False
+
+
+def _seconds(value: float) -> float | None:
+    return value if math.isfinite(value) and value >= 0 else None
+
+
+def parse_retry_after(headers: httpx.Headers) -> float | None:
+    """Seconds to wait, from ``Retry-After`` (delta-seconds or HTTP date) or ``retry-after-ms``."""
+    raw = headers.get("retry-after")
+    if raw:
+        raw = raw.strip()
+        try:
+            return _seconds(float(raw))
+        except ValueError:
+            pass
+        when: datetime | None
+        try:
+            when = parsedate_to_datetime(raw)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            when = None
+        if when is not None:
+            if when.tzinfo is None:
+                # "-0000" parses to a naive datetime; HTTP dates are always GMT.
+                when = when.replace(tzinfo=UTC)
+            return max(0.0, when.timestamp() - time.time())
+    raw_ms = headers.get("retry-after-ms")
+    if raw_ms:
+        try:
+            seconds = _seconds(float(raw_ms) / 1000.0)
+        except ValueError:
+            return None
+        return seconds
+    return None
+
+
+def clean_text(text: str, api_key: str) -> str:
+    """Make upstream text safe for an error message: no key, one line, at most MAX_ERROR_TEXT."""
+    if api_key and api_key in text:
+        # Some upstreams echo the key they rejected; redact before truncating so no prefix leaks.
+        text = text.replace(api_key, "[redacted]")
+    text = " ".join(text.split())
+    if len(text) > MAX_ERROR_TEXT:
+        text = text[: MAX_ERROR_TEXT - 1] + "…"
+    return text
+
+
+def error_text(payload: Any) -> str:
+    """Pull the human-readable message out of the usual error bodies.
+
+    OpenAI/Gemini/Anthropic: ``{"error": {"message": ...}}``; Ollama: ``{"error": "..."}``;
+    FastAPI-style servers (vLLM, LiteLLM...): ``{"detail": ...}`` or ``{"message": ...}``.
+    """
+    if isinstance(payload, dict):
+        error = payload.get("error")
+        if isinstance(error, str):
+            return error
+        if isinstance(error, dict):
+            message = error.get("message")
+            if isinstance(message, str):
+                return message
+            return str(error)
+        for key in ("message", "detail"):
+            value = payload.get(key)
+            if isinstance(value, str):
+                return value
+            if value is not None:
+                return str(value)
+    return ""
+
+
+def _body_text(body: bytes) -> str:
+    if not body:
+        return ""
+    try:
+        text = error_text(orjson.loads(body))
+    except orjson.JSONDecodeError:
+        text = ""
+    # Not JSON, or JSON we don't know: show the start of the raw body (HTML error pages...).
+    return text or body[: MAX_ERROR_TEXT * 4].decode("utf-8", "replace")
+
+
+def error_from_response(response: httpx.Response, *, label: str, api_key: str) -> ProviderError:
+    """Build the ProviderError for a non-2xx response whose body has been read."""
+    status = response.status_code
+    error_class, permanent = classify_status(status)
+    retry_after = None
+    if error_class in (ErrorClass.RATE_LIMITED, ErrorClass.SERVER_ERROR):
+        retry_after = parse_retry_after(response.headers)
+    text = clean_text(_body_text(response.content), api_key)
+    message = f"{label}: HTTP {status}: {text}" if text else f"{label}: HTTP {status}"
+    return ProviderError(
+        message,
+        error_class=error_class,
+        permanent=permanent,
+        status_code=status,
+        retry_after=retry_after,
+    )
+
+
+def error_from_payload(
+    payload: Any, *, label: str, api_key: str, status: int | None = None
+) -> ProviderError:
+    """Build the ProviderError for an error reported inside a 200 body (a stream's error event).
+
+    ``status`` is the HTTP-equivalent status when the protocol gives one; without it the error
+    is treated as a transient upstream failure.
+    """
+    if status is None and isinstance(payload, dict):
+        error = payload.get("error")
+        code = error.get("code") if isinstance(error, dict) else None
+        # OpenRouter and some proxies put the HTTP status in error.code.
+        if isinstance(code, int) and 400 <= code <= 599:
+            status = code
+    if status is None:
+        error_class, permanent = ErrorClass.SERVER_ERROR, False
+    else:
+        error_class, permanent = classify_status(status)
+    text = clean_text(error_text(payload), api_key) or "unknown error"
+    return ProviderError(
+        f"{label}: upstream error: {text}", error_class=error_class, permanent=permanent
+    )
+
+
+def error_from_transport(
+    exc: httpx.HTTPError, *, label: str, api_key: str, started: bool
+) -> ProviderError:
+    """Map an httpx exception; ``started`` means the consumer already got part of the answer."""
+    name = type(exc).__name__
+    # h11's LocalProtocolError may quote an illegal header value, i.e. the key: never show it.
+    detail = "" if isinstance(exc, httpx.LocalProtocolError) else clean_text(str(exc), api_key)
+    what = f"{name}: {detail}" if detail else name
+    if started:
+        error_class, permanent, why = ErrorClass.STREAM_INTERRUPTED, False, "stream interrupted"
+    elif isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.ProxyError)):
+        error_class, permanent, why = ErrorClass.CONNECT, False, "cannot connect"
+    elif isinstance(exc, httpx.TimeoutException):
+        error_class, permanent, why = ErrorClass.TIMEOUT, False, "timed out"
+    elif isinstance(exc, (httpx.UnsupportedProtocol, httpx.LocalProtocolError)):
+        # A bad base_url scheme or an unsendable header (a key with a newline...): a deployment
+        # configuration fault. Not BAD_REQUEST, which would stop the router's fallback chain.
+        error_class, permanent, why = ErrorClass.CONNECT, True, "cannot send request"
+    elif isinstance(exc, httpx.DecodingError):
+        error_class, permanent, why = ErrorClass.MALFORMED, False, "undecodable body"
+    else:
+        # RemoteProtocolError, ReadError, WriteError...: the upstream dropped us.
+        error_class, permanent, why = ErrorClass.SERVER_ERROR, False, "connection failed"
+    return ProviderError(f"{label}: {why} ({what})", error_class=error_class, permanent=permanent)
+
+
+def invalid_url(label: str) -> ProviderError:
+    """The configured base_url cannot be parsed: a configuration fault of this deployment only."""
+    return ProviderError(
+        f"{label}: invalid base_url", error_class=ErrorClass.CONNECT, permanent=True
+    )
+
+
+def malformed(label: str, detail: str) -> ProviderError:
+    """A 2xx answer we cannot read."""
+    return ProviderError(
+        f"{label}: malformed response: {detail}", error_class=ErrorClass.MALFORMED, permanent=False
+    )
+
+
+def truncated(label: str) -> ProviderError:
+    """The body ended before the protocol's terminator (mapped to STREAM_INTERRUPTED once
+    chunks were delivered)."""
+    return malformed(label, "stream ended before its terminator")
+
+
+def _interrupted(exc: ProviderError) -> ProviderError:
+    # Once text reached the consumer the router cannot fall over; every failure is an interruption.
+    return ProviderError(
+        exc.message
+        if exc.error_class is ErrorClass.STREAM_INTERRUPTED
+        else f"stream interrupted: {exc.message}",
+        error_class=ErrorClass.STREAM_INTERRUPTED,
+        permanent=False,
+        status_code=exc.status_code,
+        retry_after=exc.retry_after,
+    )
+
+
+# --- request shapes ------------------------------------------------------------------------------
+
+
+async def post_json(
+    client: httpx.AsyncClient,
+    url: str,
+    *,
+    payload: bytes,
+    headers: Mapping[str, str],
+    target: Target,
+    label: str,
+    on_http_error: ErrorHook | None = None,
+) -> dict[str, Any]:
+    """POST a JSON body and return the decoded JSON object of a 2xx answer.
+
+    The whole call (connect, upload, wait, download) is bounded by ``target.total_timeout``.
+    """
+    try:
+        async with asyncio.timeout(target.total_timeout):
+            response = await client.post(
+                url, content=payload, headers=headers, timeout=request_timeout(target)
+            )
+    except TimeoutError:
+        raise ProviderError(
+            f"{label}: no answer within {target.total_timeout:g}s",
+            error_class=ErrorClass.TIMEOUT,
+            permanent=False,
+        ) from None
+    except httpx.HTTPError as exc:
+        # "from None": a chained httpx message is unredacted and would show up in tracebacks.
+        raise error_from_transport(
+            exc, label=label, api_key=target.api_key, started=False
+        ) from None
+    except httpx.InvalidURL:
+        raise invalid_url(label) from None
+    if not response.is_success:
+        error = error_from_response(response, label=label, api_key=target.api_key)
+        raise on_http_error(error) if on_http_error else error
+    try:
+        data = orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        raise malformed(label, "body is not JSON") from None
+    if not isinstance(data, dict):
+        raise malformed(label, "body is not a JSON object")
+    return data
+
+
+async def stream_chunks(
+    client: httpx.AsyncClient,
+    url: str,
+    *,
+    payload: bytes,
+    headers: Mapping[str, str],
+    target: Target,
+    label: str,
+    parse: StreamParser,
+    on_http_error: ErrorHook | None = None,
+) -> AsyncGenerator[StreamChunk, None]:
+    """POST a JSON body and yield what ``parse`` makes of the streamed answer.
+
+    The response is closed on every path, including a consumer that stops early (``aclose()`` on
+    this generator). Errors before the first yielded chunk keep their own class so the router can
+    fall over; after it they all become STREAM_INTERRUPTED. The total deadline is the router's.
+    """
+    started = False
+    try:
+        async with client.stream(
+            "POST", url, content=payload, headers=headers, timeout=request_timeout(target)
+        ) as response:
+            if not response.is_success:
+                await response.aread()
+                error = error_from_response(response, label=label, api_key=target.api_key)
+                raise on_http_error(error) if on_http_error else error
+            async with aclosing(parse(response)) as chunks:
+                async for chunk in chunks:
+                    started = True
+                    yield chunk
+    except ProviderError as exc:
+        if started:
+            raise _interrupted(exc) from exc
+        raise
+    except httpx.HTTPError as exc:
+        raise error_from_transport(
+            exc, label=label, api_key=target.api_key, started=started
+        ) from None
+    except httpx.InvalidURL:
+        raise invalid_url(label) from None
+    except _SHAPE_ERRORS as exc:
+        error = malformed(label, f"unexpected stream event ({type(exc).__name__})")
+        raise (_interrupted(error) if started else error) from exc
+
+
+async def probe_get(
+    client: httpx.AsyncClient, url: str, *, headers: Mapping[str, str], target: Target
+) -> bool:
+    """True when ``GET url`` answers 2xx in time. The body is never read (model lists are big)."""
+    try:
+        async with asyncio.timeout(target.total_timeout):
+            async with client.stream(
+                "GET", url, headers=headers, timeout=request_timeout(target)
+            ) as response:
+                return response.is_success
+    except (httpx.HTTPError, httpx.InvalidURL, TimeoutError):
+        return False
+
+
+# --- body readers --------------------------------------------------------------------------------
+
+
+async def iter_sse(response: httpx.Response) -> AsyncIterator[tuple[str, str]]:
+    """Yield ``(event, data)`` for each server-sent event (``event`` defaults to "message").
+
+    Comments (keep-alives) and ``id``/``retry`` fields are ignored; multi-line data is joined with
+    newlines. An event not followed by a blank line at end of body is still delivered: several
+    upstreams omit the final blank line and the parser's terminator check catches real truncation.
+    """
+    event = ""
+    data: list[str] = []
+    async for line in response.aiter_lines():
+        if not line:
+            if data:
+                yield event or "message", data[0] if len(data) == 1 else "\n".join(data)
+                data = []
+            event = ""
+            continue
+        if line[0] == ":":
+            continue
+        name, _, value = line.partition(":")
+        if value[:1] == " ":
+            value = value[1:]
+        if name == "data":
+            data.append(value)
+        elif name == "event":
+            event = value
+    if data:
+        yield event or "message", "\n".join(data)
+
+
+def strip_base(base_url: str) -> str:
+    """Base URL without trailing slash, so paths can be appended with a leading one."""
+    return base_url.rstrip("/")

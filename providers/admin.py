@@ -1,0 +1,105 @@
+from typing import Any
+
+from adminsortable2.admin import SortableAdminMixin
+from django import forms
+from django.contrib import admin
+from django.http import HttpRequest
+
+from .models import FallbackChainEntry, ModelDeployment, Provider
+from .services import config_object_delete, config_object_save, fallback_chain_reorder, provider_save
+
+
+class ConfigAdmin(admin.ModelAdmin):
+    """Saves through services so every process reloads its routing snapshot."""
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        config_object_save(obj=obj)
+
+    def delete_model(self, request: HttpRequest, obj: Any) -> None:
+        config_object_delete(obj=obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: Any) -> None:
+        for obj in queryset:
+            config_object_delete(obj=obj)
+
+
+class ProviderForm(forms.ModelForm):
+    api_key = forms.CharField(
+        required=False,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text="Write-only: leave empty to keep the stored key. Stored encrypted.",
+    )
+    clear_api_key = forms.BooleanField(required=False, help_text="Remove the stored key.")
+
+    class Meta:
+        model = Provider
+        fields = [
+            "name", "kind", "base_url", "api_key", "clear_api_key", "api_key_env",
+            "connect_timeout_s", "first_byte_timeout_s", "total_timeout_s",
+            "max_concurrent_requests", "enabled",
+        ]  # fmt: skip
+
+
+class ModelDeploymentInline(admin.TabularInline):
+    model = ModelDeployment
+    extra = 0
+    fields = (
+        "public_name", "upstream_model", "tier", "input_cost_per_mtok", "output_cost_per_mtok",
+        "context_window", "weight", "enabled",
+    )  # fmt: skip
+
+
+@admin.register(Provider)
+class ProviderAdmin(ConfigAdmin):
+    form = ProviderForm
+    list_display = ("name", "kind", "base_url", "key_status", "enabled", "updated_at")
+    list_filter = ("kind", "enabled")
+    list_editable = ("enabled",)
+    search_fields = ("name", "base_url")
+    inlines = [ModelDeploymentInline]
+
+    @admin.display(description="API key")
+    def key_status(self, obj: Provider) -> str:
+        if obj.has_stored_key:
+            return "stored (encrypted)"
+        if obj.api_key_env:
+            return f"from ${obj.api_key_env}"
+        return "none"
+
+    def save_model(self, request: HttpRequest, obj: Provider, form: Any, change: bool) -> None:
+        provider_save(
+            provider=obj,
+            new_api_key=form.cleaned_data.get("api_key") or None,
+            clear_api_key=bool(form.cleaned_data.get("clear_api_key")),
+        )
+
+    def save_formset(self, request: HttpRequest, form: Any, formset: Any, change: bool) -> None:
+        super().save_formset(request, form, formset, change)
+        from .services import config_changed_on_commit
+
+        config_changed_on_commit()
+
+
+@admin.register(ModelDeployment)
+class ModelDeploymentAdmin(ConfigAdmin):
+    list_display = (
+        "public_name", "provider", "upstream_model", "tier", "input_cost_per_mtok",
+        "output_cost_per_mtok", "context_window", "weight", "enabled",
+    )  # fmt: skip
+    list_filter = ("tier", "provider", "enabled")
+    list_editable = ("weight", "enabled")
+    search_fields = ("public_name", "upstream_model")
+
+
+@admin.register(FallbackChainEntry)
+class FallbackChainAdmin(SortableAdminMixin, ConfigAdmin):
+    """The external chain; drag rows to reorder it."""
+
+    list_display = ("position", "provider", "provider_enabled")
+
+    @admin.display(boolean=True, description="enabled")
+    def provider_enabled(self, obj: FallbackChainEntry) -> bool:
+        return obj.provider.enabled
+
+    def _update_order(self, updated_items: Any, extra_model_filters: Any) -> int:
+        return fallback_chain_reorder(positions=[(int(pk), int(pos)) for pk, pos in updated_items])

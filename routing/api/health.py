@@ -1,0 +1,105 @@
+"""``/health`` (cheap enough to probe every few seconds) and ``/health/ready``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.core.cache import cache
+from django.db import connection
+from django.http import HttpRequest, HttpResponse
+
+from gateway_project.shared_state import shared_state
+from providers.health import provider_health
+
+from ..audit import audit_writer
+from ..config import current_snapshot
+from ..router import provider_down_key
+from .common import json_response
+from .views import api_endpoint
+
+
+@api_endpoint("GET")
+async def health(request: HttpRequest) -> HttpResponse:
+    """Status, the local Ollama, the audit queue and the models, from cached state only."""
+    snapshot = await current_snapshot()
+    provider_ids = sorted({d.provider_id for d in snapshot.deployments})
+    checks = await provider_health(provider_ids)
+    cooling = await shared_state().aget_many(
+        [f"cool:d:{d.id}" for d in snapshot.deployments]
+        + [f"cool:p:{p}" for p in provider_ids]
+        + [provider_down_key(p) for p in provider_ids]
+    )
+    n, m = len(snapshot.deployments), len(provider_ids)
+    provider_cool = dict(zip(provider_ids, cooling[n : n + m], strict=True))
+    provider_down = dict(zip(provider_ids, cooling[n + m :], strict=True))
+
+    providers: list[dict[str, Any]] = []
+    for pid in provider_ids:
+        deployment = next(d for d in snapshot.deployments if d.provider_id == pid)
+        check = checks.get(pid) or {}
+        providers.append(
+            {
+                "name": deployment.provider_name,
+                "kind": deployment.provider_kind,
+                "local": deployment.is_local,
+                "status": check.get("status", "unknown"),
+                "checked_at": check.get("checked_at"),
+                "latency_ms": check.get("latency_ms"),
+                "cooling_down": bool(provider_cool[pid]),
+            }
+        )
+    models = []
+    for i, d in enumerate(snapshot.deployments):
+        if cooling[i] or provider_cool[d.provider_id] or provider_down[d.provider_id]:
+            state = "unavailable"
+        elif not d.has_credentials:
+            state = "no_credentials"
+        else:
+            state = "available"
+        models.append({"name": d.public_name, "provider": d.provider_name, "tier": d.tier, "status": state})
+
+    local = [p for p in providers if p["local"]]
+    if not local:
+        ollama: dict[str, Any] = {"status": "not_configured"}
+    else:
+        up = [p for p in local if p["status"] == "up"]
+        ollama = {
+            "status": "up" if up else ("down" if all(p["status"] == "down" for p in local) else "unknown"),
+            "providers": local,
+            "models": sorted({d.public_name for d in snapshot.deployments if d.is_local}),
+        }
+    available = any(m["status"] == "available" for m in models)
+    return json_response(
+        {
+            "status": "ok" if available else "degraded",
+            "ollama": ollama,
+            "queue": {"audit_pending": audit_writer.pending},
+            "providers": providers,
+            "models": models,
+        },
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+def _check_database() -> None:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+
+
+@api_endpoint("GET")
+async def ready(request: HttpRequest) -> HttpResponse:
+    """Ready when the database and the cache answer."""
+    checks: dict[str, str] = {}
+    try:
+        await sync_to_async(_check_database)()
+        checks["database"] = "ok"
+    except Exception as exc:  # noqa: BLE001
+        checks["database"] = f"error: {type(exc).__name__}"
+    try:
+        await sync_to_async(cache.set)("health:ready", "1", 5)
+        checks["cache"] = "ok" if await sync_to_async(cache.get)("health:ready") == "1" else "error"
+    except Exception as exc:  # noqa: BLE001
+        checks["cache"] = f"error: {type(exc).__name__}"
+    ok = all(v == "ok" for v in checks.values())
+    return json_response({"status": "ready" if ok else "not_ready", "checks": checks}, status=200 if ok else 503)

@@ -1,0 +1,397 @@
+"""The gateway's API views: thin async translations between wire formats and the pipeline.
+
+These are plain Django async views rather than DRF ``APIView`` (which is synchronous and would put
+every request through one thread); validation still uses DRF serializers. docs/adr/0005.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import orjson
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.views.decorators.csrf import csrf_exempt
+
+from providers.base import ChatRequest, Message, ProviderError, Usage
+
+from .. import metrics, router
+from ..config import current_snapshot
+from ..services import (
+    AUTO_MODEL,
+    TIER_ALIASES,
+    CompletionJob,
+    UnknownModel,
+    audit_completed,
+    completion_run,
+    completion_stream_open,
+    estimate_usage,
+)
+from .common import (
+    ApiError,
+    authenticate,
+    deadline_from_now,
+    error_response,
+    json_response,
+    new_request_id,
+    read_json_object,
+    validation_error,
+)
+from .serializers import (
+    ChatCompletionRequestSerializer,
+    ClassifyRequestSerializer,
+    CompletionRequestSerializer,
+)
+
+logger = logging.getLogger(__name__)
+
+View = Callable[..., Awaitable[HttpResponse]]
+
+LANGUAGE_NAMES = {
+    "en": "English", "de": "German", "fr": "French", "es": "Spanish", "it": "Italian",
+    "pt": "Portuguese", "nl": "Dutch", "pl": "Polish", "ja": "Japanese", "zh": "Chinese",
+}  # fmt: skip
+
+
+def api_endpoint(method: str) -> Callable[[View], View]:
+    """Method check, CSRF exemption (bearer auth, no cookies) and the JSON error contract."""
+
+    def decorate(view: View) -> View:
+        @csrf_exempt
+        @functools.wraps(view)
+        async def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            if request.method != method:
+                return error_response(
+                    ApiError(405, f"Use {method} for this endpoint.", code="method_not_allowed")
+                )
+            try:
+                return await view(request, *args, **kwargs)
+            except ApiError as error:
+                return error_response(error)
+            except Exception:
+                logger.exception("unhandled error in %s", request.path)
+                return error_response(
+                    ApiError(500, "Internal error; the request was not completed.", code="internal_error")
+                )
+
+        return wrapper
+
+    return decorate
+
+
+def _routing_error(exc: router.RoutingError) -> ApiError:
+    return ApiError(
+        exc.http_status,
+        exc.message,
+        code=exc.code,
+        extra={"attempts": [a.as_dict() for a in exc.attempts]},
+    )
+
+
+def _unknown_model(exc: UnknownModel) -> ApiError:
+    return ApiError(
+        404,
+        f"The model '{exc.model}' does not exist; GET /v1/models lists the models.",
+        code="model_not_found",
+        param="model",
+    )
+
+
+# --- POST /v1/completion --------------------------------------------------------------------
+
+
+@api_endpoint("POST")
+async def completion_create(request: HttpRequest) -> HttpResponse:
+    """The native completion API: ``{caller, task_type, input, language}`` → answer and audit."""
+    caller = await authenticate(request)
+    serializer = CompletionRequestSerializer(data=read_json_object(request))
+    if not serializer.is_valid():
+        raise validation_error(serializer.errors)
+    data = serializer.validated_data
+    messages: list[Message] = list(data.get("messages") or ())
+    language = (data.get("language") or "").strip()
+    if language and language.lower() != "auto":
+        name = LANGUAGE_NAMES.get(language.lower(), language)
+        messages.insert(0, Message("system", f"Answer in {name}."))
+    if data.get("input"):
+        messages.append(Message("user", data["input"]))
+    metadata = dict(data.get("metadata") or {})
+    if language:
+        metadata["language"] = language
+    job = CompletionJob(
+        endpoint="completion",
+        request_id=new_request_id(),
+        caller=caller,
+        declared_caller=data.get("caller") or "",
+        chat=ChatRequest(
+            messages=tuple(messages),
+            max_tokens=data.get("max_tokens"),
+            temperature=data.get("temperature"),
+            top_p=data.get("top_p"),
+        ),
+        deadline=deadline_from_now(),
+        requested_model=data.get("model") or "",
+        tier=data.get("tier") or "",
+        task_type=data.get("task_type") or "",
+        metadata=metadata,
+    )
+    try:
+        done = await completion_run(job)
+    except UnknownModel as exc:
+        raise _unknown_model(exc) from None
+    except router.RoutingError as exc:
+        raise _routing_error(exc) from None
+    usage = estimate_usage(job, done.result.text, done.result.usage)
+    attempts = [a.as_dict() for a in done.attempts]
+    cost = audit_completed(
+        job, deployment=done.deployment, attempts=attempts, output=done.result.text, usage=usage
+    )
+    latency_ms = int((time.monotonic() - job.started) * 1000)
+    metrics.REQUEST_LATENCY.labels("completion").observe(latency_ms / 1000)
+    return json_response(
+        {
+            "id": job.request_id,
+            "status": "completed",
+            "model": done.deployment.public_name,
+            "task_type": job.task_type,
+            "latency_ms": latency_ms,
+            "tokens": {"in": usage.input_tokens, "out": usage.output_tokens},
+            "output": done.result.text,
+            "finish_reason": done.result.finish_reason,
+            "provider": done.deployment.provider_name,
+            "tier": done.deployment.tier,
+            "cost_usd": round(cost, 8),
+            "attempts": attempts,
+        }
+    )
+
+
+# --- POST /v1/chat/completions (OpenAI-compatible) --------------------------------------------
+
+
+def _chat_job(request: HttpRequest, caller: Any, data: dict[str, Any]) -> CompletionJob:
+    metadata = dict(data.get("metadata") or {})
+    task_type = request.headers.get("X-Task-Type", "") or str(metadata.get("task_type", "") or "")
+    if task_type:
+        from ..classify import valid_task_type
+
+        if not valid_task_type(task_type):
+            raise ApiError(400, "X-Task-Type / metadata.task_type is not a valid task type.",
+                           code="invalid_field", param="task_type")
+    max_tokens = data.get("max_completion_tokens") or data.get("max_tokens")
+    return CompletionJob(
+        endpoint="chat",
+        request_id=new_request_id(),
+        caller=caller,
+        declared_caller=data.get("user") or "",
+        chat=ChatRequest(
+            messages=data["messages"],
+            max_tokens=max_tokens,
+            temperature=data.get("temperature"),
+            top_p=data.get("top_p"),
+            stop=data.get("stop") or (),
+            response_format=data.get("response_format"),
+        ),
+        deadline=deadline_from_now(),
+        requested_model=data["model"],
+        task_type=task_type,
+        stream=bool(data.get("stream")),
+        metadata=metadata,
+    )
+
+
+@api_endpoint("POST")
+async def chat_completions(request: HttpRequest) -> HttpResponse:
+    """OpenAI chat completions, whole or streamed as server-sent events."""
+    caller = await authenticate(request)
+    serializer = ChatCompletionRequestSerializer(data=read_json_object(request))
+    if not serializer.is_valid():
+        raise validation_error(serializer.errors)
+    data = serializer.validated_data
+    job = _chat_job(request, caller, data)
+    headers = {"X-Gateway-Request-Id": job.request_id}
+    if job.stream:
+        include_usage = bool((data.get("stream_options") or {}).get("include_usage"))
+        return await _chat_stream(job, headers, include_usage)
+    try:
+        done = await completion_run(job)
+    except UnknownModel as exc:
+        raise _unknown_model(exc) from None
+    except router.RoutingError as exc:
+        raise _routing_error(exc) from None
+    usage = estimate_usage(job, done.result.text, done.result.usage)
+    audit_completed(
+        job,
+        deployment=done.deployment,
+        attempts=[a.as_dict() for a in done.attempts],
+        output=done.result.text,
+        usage=usage,
+    )
+    metrics.REQUEST_LATENCY.labels("chat").observe(time.monotonic() - job.started)
+    return json_response(
+        {
+            "id": "chatcmpl-" + job.request_id[5:],
+            "object": "chat.completion",
+            "created": int(job.started_at.timestamp()),
+            "model": done.deployment.public_name,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": done.result.text},
+                    "finish_reason": done.result.finish_reason,
+                    "logprobs": None,
+                }
+            ],
+            "usage": {
+                "prompt_tokens": usage.input_tokens,
+                "completion_tokens": usage.output_tokens,
+                "total_tokens": usage.input_tokens + usage.output_tokens,
+            },
+        },
+        headers={**headers, "X-Gateway-Provider": done.deployment.provider_name},
+    )
+
+
+async def _chat_stream(job: CompletionJob, headers: dict[str, str], include_usage: bool) -> HttpResponse:
+    try:
+        opened = await completion_stream_open(job)
+    except UnknownModel as exc:
+        raise _unknown_model(exc) from None
+    except router.RoutingError as exc:
+        raise _routing_error(exc) from None
+    metrics.REQUEST_LATENCY.labels("chat_stream").observe(time.monotonic() - job.started)
+    response = StreamingHttpResponse(
+        _sse_events(job, opened, include_usage), content_type="text/event-stream"
+    )
+    response["Cache-Control"] = "no-cache"
+    response["X-Accel-Buffering"] = "no"
+    response["X-Gateway-Request-Id"] = job.request_id
+    response["X-Gateway-Provider"] = opened.deployment.provider_name
+    return response
+
+
+async def _sse_events(job: CompletionJob, opened: router.OpenStream, include_usage: bool) -> AsyncIterator[bytes]:
+    """Relay the upstream stream as OpenAI chunks; audit it however it ends."""
+    base = {
+        "id": "chatcmpl-" + job.request_id[5:],
+        "object": "chat.completion.chunk",
+        "created": int(job.started_at.timestamp()),
+        "model": opened.deployment.public_name,
+    }
+
+    def event(delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
+        chunk = {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}]}
+        return b"data: " + orjson.dumps(chunk) + b"\n\n"
+
+    parts: list[str] = []
+    usage: Usage | None = None
+    finish_reason: str | None = None
+    status, error = "client_closed", ""
+    try:
+        yield event({"role": "assistant", "content": ""})
+        chunk = opened.first
+        while True:
+            if chunk.text:
+                parts.append(chunk.text)
+                yield event({"content": chunk.text})
+            if chunk.usage is not None:
+                usage = chunk.usage
+            if chunk.finish_reason:
+                finish_reason = chunk.finish_reason
+            try:
+                chunk = await anext(opened.chunks)
+            except StopAsyncIteration:
+                break
+        yield event({}, finish_reason or "stop")
+        final_usage = estimate_usage(job, "".join(parts), usage)
+        if include_usage:
+            usage_chunk = {
+                **base,
+                "choices": [],
+                "usage": {
+                    "prompt_tokens": final_usage.input_tokens,
+                    "completion_tokens": final_usage.output_tokens,
+                    "total_tokens": final_usage.input_tokens + final_usage.output_tokens,
+                },
+            }
+            yield b"data: " + orjson.dumps(usage_chunk) + b"\n\n"
+        yield b"data: [DONE]\n\n"
+        status = "completed"
+    except ProviderError as exc:
+        # Too late to fall over: the client has the first bytes. Tell it in OpenAI's error shape.
+        status, error = "failed", f"stream interrupted: {exc.message}"
+        opened.attempt.outcome = "interrupted"
+        opened.attempt.error_class = str(exc.error_class)
+        body = {"error": {"message": error, "type": "upstream_error", "code": "stream_interrupted"}}
+        yield b"data: " + orjson.dumps(body) + b"\n\n"
+    finally:
+        closer = getattr(opened.chunks, "aclose", None)
+        if closer is not None:
+            await closer()
+        output = "".join(parts)
+        audit_completed(
+            job,
+            deployment=opened.deployment,
+            attempts=[a.as_dict() for a in opened.attempts],
+            output=output,
+            usage=estimate_usage(job, output, usage),
+            status=status,
+            error=error,
+        )
+
+
+# --- GET /v1/models, POST /v1/classify ------------------------------------------------------
+
+
+@api_endpoint("GET")
+async def models_list(request: HttpRequest) -> HttpResponse:
+    """OpenAI's model list: every public model name, plus the routing aliases."""
+    await authenticate(request)
+    snapshot = await current_snapshot()
+    created = 0
+    data = [
+        {"id": name, "object": "model", "created": created, "owned_by": "llm-gateway"}
+        for name in [AUTO_MODEL, *sorted(TIER_ALIASES - {"external"})]
+    ]
+    for name in snapshot.public_names:
+        deployments = snapshot.by_public_name[name]
+        data.append(
+            {
+                "id": name,
+                "object": "model",
+                "created": created,
+                "owned_by": deployments[0].provider_name,
+                "tier": deployments[0].tier,
+                "context_window": max(d.context_window for d in deployments),
+            }
+        )
+    return json_response({"object": "list", "data": data})
+
+
+@api_endpoint("POST")
+async def classify_input(request: HttpRequest) -> HttpResponse:
+    """The task type an input would be routed as, and where routing would start."""
+    caller = await authenticate(request)
+    serializer = ClassifyRequestSerializer(data=read_json_object(request))
+    if not serializer.is_valid():
+        raise validation_error(serializer.errors)
+    from ..classify import classify
+
+    snapshot = await current_snapshot()
+    found = await classify(snapshot, serializer.validated_data["input"])
+    choice = router.route_choice_for(
+        snapshot, task_type=found.task_type, caller=serializer.validated_data.get("caller") or caller.agent
+    )
+    plan = router.plan_route(snapshot, choice=choice)
+    return json_response(
+        {
+            "task_type": found.task_type,
+            "method": found.method,
+            "detail": found.detail,
+            "tier": plan[0].tier if plan else choice.start_tier,
+            "model": plan[0].public_name if plan else choice.pinned_model or None,
+        }
+    )

@@ -1,0 +1,201 @@
+"""The routing configuration as the hot path sees it: an immutable snapshot, cached per process.
+
+A snapshot is built from the database once and reused for every request until the config version in
+the shared state changes (an admin edit, an import, a learning cycle). Each process asks for the
+version at most every ``CONFIG_CHECK_INTERVAL_S`` seconds, so no request reads configuration from the
+database. See docs/adr/0006-config-caching.md.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+
+from gateway_project.shared_state import shared_state
+from providers.base import Target
+from providers.models import TIER_ORDER, FallbackChainEntry, ModelDeployment, Provider, Tier
+
+CONFIG_VERSION_KEY = "routing:config_version"
+
+
+@dataclass(frozen=True, slots=True)
+class Deployment:
+    """A deployment with everything needed to call it, resolved once per snapshot."""
+
+    id: int
+    public_name: str
+    upstream_model: str
+    tier: str
+    provider_id: int
+    provider_name: str
+    provider_kind: str
+    is_local: bool
+    target: Target
+    input_cost_per_token: float
+    output_cost_per_token: float
+    context_window: int
+    weight: int
+    max_concurrent: int
+    has_credentials: bool
+
+    def cost_usd(self, tokens_in: int, tokens_out: int) -> float:
+        return tokens_in * self.input_cost_per_token + tokens_out * self.output_cost_per_token
+
+
+@dataclass(frozen=True, slots=True)
+class RouteChoice:
+    """Where a request starts: a tier, or a pinned public model name."""
+
+    start_tier: str = ""
+    pinned_model: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    task_type: str
+    regex: re.Pattern[str]
+
+
+@dataclass(frozen=True)
+class RoutingSnapshot:
+    version: str
+    deployments: tuple[Deployment, ...]
+    by_tier: dict[str, tuple[Deployment, ...]]
+    by_public_name: dict[str, tuple[Deployment, ...]]
+    task_routes: dict[str, RouteChoice]
+    caller_preferences: dict[tuple[str, str], RouteChoice]
+    rules: tuple[Rule, ...]
+    providers: dict[int, str] = field(default_factory=dict)
+
+    @property
+    def public_names(self) -> list[str]:
+        return sorted(self.by_public_name)
+
+
+def _compile_rule(match_type: str, pattern: str) -> re.Pattern[str] | None:
+    if match_type == "regex":
+        try:
+            return re.compile(pattern, re.IGNORECASE)
+        except re.error:
+            return None  # rejected by the admin's validation; never let a bad row break routing
+    words = [re.escape(w.strip()) for w in pattern.split(",") if w.strip()]
+    return re.compile(r"\b(?:" + "|".join(words) + r")\b", re.IGNORECASE) if words else None
+
+
+def build_snapshot(version: str) -> RoutingSnapshot:
+    """Read the whole routing configuration from the database (a handful of queries)."""
+    from .models import CallerPreference, ClassificationRule, TaskRoute
+
+    chain_position = {
+        entry.provider_id: entry.position for entry in FallbackChainEntry.objects.all()
+    }
+    providers = {p.id: p for p in Provider.objects.filter(enabled=True)}
+    deployments: list[Deployment] = []
+    for row in ModelDeployment.objects.filter(enabled=True, provider__enabled=True).order_by("id"):
+        provider = providers[row.provider_id]
+        api_key = provider.resolve_api_key()
+        deployments.append(
+            Deployment(
+                id=row.id,
+                public_name=row.public_name,
+                upstream_model=row.upstream_model,
+                tier=row.tier,
+                provider_id=provider.id,
+                provider_name=provider.name,
+                provider_kind=provider.kind,
+                is_local=provider.is_local,
+                target=Target(
+                    base_url=provider.base_url.rstrip("/"),
+                    upstream_model=row.upstream_model,
+                    api_key=api_key,
+                    connect_timeout=provider.connect_timeout_s,
+                    first_byte_timeout=provider.first_byte_timeout_s,
+                    total_timeout=provider.total_timeout_s,
+                ),
+                input_cost_per_token=float(row.input_cost_per_mtok) / 1_000_000,
+                output_cost_per_token=float(row.output_cost_per_mtok) / 1_000_000,
+                context_window=row.context_window,
+                weight=row.weight,
+                max_concurrent=provider.max_concurrent_requests,
+                # Local and keyless endpoints need no key; hosted ones say so by naming one.
+                has_credentials=bool(api_key) or not (provider.api_key_env or provider.api_key_encrypted),
+            )
+        )
+
+    def external_order(d: Deployment) -> tuple[int, int]:
+        return (chain_position.get(d.provider_id, 1_000_000), d.id)
+
+    by_tier: dict[str, tuple[Deployment, ...]] = {}
+    for tier in TIER_ORDER:
+        in_tier = [d for d in deployments if d.tier == tier]
+        if tier == Tier.EXTERNAL:
+            in_tier.sort(key=external_order)
+        by_tier[tier] = tuple(in_tier)
+    by_public_name: dict[str, list[Deployment]] = {}
+    for d in deployments:
+        by_public_name.setdefault(d.public_name, []).append(d)
+
+    rules = []
+    for rule in ClassificationRule.objects.filter(enabled=True).order_by("priority", "id"):
+        compiled = _compile_rule(rule.match_type, rule.pattern)
+        if compiled is not None:
+            rules.append(Rule(task_type=rule.task_type, regex=compiled))
+
+    return RoutingSnapshot(
+        version=version,
+        deployments=tuple(deployments),
+        by_tier=by_tier,
+        by_public_name={k: tuple(v) for k, v in by_public_name.items()},
+        task_routes={
+            r.task_type: RouteChoice(r.start_tier, r.pinned_model) for r in TaskRoute.objects.all()
+        },
+        caller_preferences={
+            (p.caller, p.task_type): RouteChoice(p.start_tier, p.pinned_model)
+            for p in CallerPreference.objects.all()
+        },
+        rules=tuple(rules),
+        providers={p.id: p.name for p in providers.values()},
+    )
+
+
+class SnapshotCache:
+    """Per-process holder of the current snapshot."""
+
+    def __init__(self) -> None:
+        self._snapshot: RoutingSnapshot | None = None
+        self._checked_at = 0.0
+
+    async def get(self) -> RoutingSnapshot:
+        now = time.monotonic()
+        snapshot = self._snapshot
+        if snapshot is not None and now - self._checked_at < settings.GATEWAY["CONFIG_CHECK_INTERVAL_S"]:
+            return snapshot
+        version = await shared_state().aget(CONFIG_VERSION_KEY) or "0"
+        self._checked_at = now
+        if snapshot is not None and snapshot.version == version:
+            return snapshot
+        # Concurrent reloads after a change are harmless (same result), so no lock is held.
+        fresh = await sync_to_async(build_snapshot, thread_sensitive=False)(version)
+        self._snapshot = fresh
+        return fresh
+
+    def clear(self) -> None:
+        self._snapshot = None
+        self._checked_at = 0.0
+
+
+snapshot_cache = SnapshotCache()
+
+
+async def current_snapshot() -> RoutingSnapshot:
+    return await snapshot_cache.get()
+
+
+def routing_config_changed() -> None:
+    """Tell every gateway process to reload its snapshot (call after a config write commits)."""
+    shared_state().incr(CONFIG_VERSION_KEY)
+    snapshot_cache.clear()

@@ -1,0 +1,128 @@
+"""Where requests go (task routes, caller preferences, classification rules) and what happened."""
+
+from __future__ import annotations
+
+from django.core.exceptions import ValidationError
+from django.db import models
+
+from providers.models import Tier
+
+
+class RouteTarget(models.Model):
+    """A starting tier or a pinned model; shared by task routes and caller preferences."""
+
+    start_tier = models.CharField(max_length=16, choices=Tier.choices, blank=True)
+    pinned_model = models.CharField(
+        max_length=200, blank=True, help_text="A public model name; overrides the tier."
+    )
+
+    class Meta:
+        abstract = True
+
+    def clean(self) -> None:
+        if not self.start_tier and not self.pinned_model:
+            raise ValidationError("Set a starting tier or a pinned model.")
+
+
+class TaskRoute(RouteTarget):
+    """Task type → where routing starts. The route named ``default`` serves unknown task types."""
+
+    DEFAULT = "default"
+
+    task_type = models.SlugField(max_length=100, unique=True)
+    description = models.CharField(max_length=300, blank=True)
+
+    class Meta:
+        ordering = ["task_type"]
+
+    def __str__(self) -> str:
+        return f"{self.task_type} → {self.pinned_model or self.start_tier}"
+
+
+class CallerPreference(RouteTarget):
+    """A caller's own starting point, for all its task types or one (seed ADR-004's agent map)."""
+
+    caller = models.SlugField(max_length=100)
+    task_type = models.SlugField(max_length=100, blank=True, help_text="Empty: every task type.")
+
+    class Meta:
+        ordering = ["caller", "task_type"]
+        constraints = [
+            models.UniqueConstraint(fields=["caller", "task_type"], name="unique_caller_preference")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.caller}/{self.task_type or '*'} → {self.pinned_model or self.start_tier}"
+
+
+class ClassificationRule(models.Model):
+    """An admin-edited rule that names the task type of an input."""
+
+    class MatchType(models.TextChoices):
+        KEYWORDS = "keywords", "Any of these words (comma-separated)"
+        REGEX = "regex", "Regular expression"
+
+    task_type = models.SlugField(max_length=100)
+    match_type = models.CharField(max_length=16, choices=MatchType.choices, default=MatchType.KEYWORDS)
+    pattern = models.TextField()
+    priority = models.IntegerField(default=100, help_text="Lower runs first.")
+    enabled = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["priority", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.task_type}: {self.pattern[:40]}"
+
+    def clean(self) -> None:
+        import re
+
+        if self.match_type == self.MatchType.REGEX:
+            try:
+                re.compile(self.pattern)
+            except re.error as exc:
+                raise ValidationError({"pattern": f"Not a valid regular expression: {exc}"}) from exc
+        elif not [w for w in self.pattern.split(",") if w.strip()]:
+            raise ValidationError({"pattern": "Give at least one keyword."})
+
+
+class AuditRecord(models.Model):
+    """One per request: who asked what, every attempt, and what it cost. Never edited."""
+
+    class Status(models.TextChoices):
+        COMPLETED = "completed", "Completed"
+        FAILED = "failed", "Failed"
+        CLIENT_CLOSED = "client_closed", "Client closed the stream"
+
+    request_id = models.CharField(max_length=64, unique=True)
+    endpoint = models.CharField(max_length=32)
+    caller = models.CharField(max_length=100, db_index=True)
+    agent = models.CharField(max_length=100, blank=True)
+    api_key_prefix = models.CharField(max_length=16, blank=True)
+    task_type = models.CharField(max_length=100, blank=True, db_index=True)
+    requested_model = models.CharField(max_length=200, blank=True)
+    stream = models.BooleanField(default=False)
+    status = models.CharField(max_length=24, choices=Status.choices, db_index=True)
+    http_status = models.PositiveSmallIntegerField()
+    error = models.CharField(max_length=500, blank=True)
+    attempts = models.JSONField(default=list)
+    provider = models.CharField(max_length=64, blank=True)
+    model = models.CharField(max_length=200, blank=True, db_index=True)
+    tier = models.CharField(max_length=16, blank=True)
+    tokens_in = models.PositiveIntegerField(default=0)
+    tokens_out = models.PositiveIntegerField(default=0)
+    cost_usd = models.DecimalField(max_digits=14, decimal_places=8, default=0)
+    latency_ms = models.PositiveIntegerField(default=0)
+    prompt = models.TextField(blank=True)
+    output = models.TextField(blank=True)
+    prompt_sha256 = models.CharField(max_length=64, blank=True)
+    output_sha256 = models.CharField(max_length=64, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(db_index=True)
+    finished_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return self.request_id

@@ -1,0 +1,389 @@
+"""Cost-first routing with retries, backoff, fallback and cooldowns (docs/adr/0002, 0004).
+
+``plan_route`` orders the deployments a request may use; ``complete`` and ``open_stream`` walk that
+plan. Transient failures are retried on the same deployment with jittered exponential backoff, then
+the next deployment, tier and external provider is tried; permanent ones are not retried. Failure
+counts and cooldowns live in the shared state, so with Redis every gateway process sees them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from django.conf import settings
+
+from gateway_project.shared_state import shared_state
+from providers.base import ChatRequest, ChatResult, ErrorClass, ProviderError, StreamChunk
+from providers.models import TIER_ORDER
+
+from . import metrics
+from .clients import adapter_for_deployment
+from .config import Deployment, RouteChoice, RoutingSnapshot
+
+logger = logging.getLogger(__name__)
+
+# Observed latency per deployment in this process (exponentially weighted, seconds).
+_latency_ewma: dict[int, float] = {}
+# Requests in flight per provider in this process, for max_concurrent_requests.
+_in_flight: dict[int, int] = {}
+# Deployments this process saw fail recently, so a success resets their shared failure count.
+_recently_failed: set[int] = set()
+
+
+@dataclass(slots=True)
+class Attempt:
+    """One try (or one skip) of one deployment, as recorded in the audit log."""
+
+    provider: str
+    model: str
+    upstream_model: str
+    tier: str
+    outcome: str  # "ok", "error", "skipped"
+    error_class: str = ""
+    status_code: int | None = None
+    latency_ms: int = 0
+    detail: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {
+            "provider": self.provider,
+            "model": self.model,
+            "tier": self.tier,
+            "outcome": self.outcome,
+            "latency_ms": self.latency_ms,
+        }
+        if self.upstream_model != self.model:
+            data["upstream_model"] = self.upstream_model
+        if self.error_class:
+            data["error_class"] = self.error_class
+        if self.status_code is not None:
+            data["status_code"] = self.status_code
+        if self.detail:
+            data["detail"] = self.detail
+        return data
+
+
+class RoutingError(Exception):
+    """No deployment produced an answer. Carries the HTTP status and code the API returns."""
+
+    def __init__(self, message: str, *, code: str, http_status: int, attempts: list[Attempt]):
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.http_status = http_status
+        self.attempts = attempts
+
+
+@dataclass(slots=True)
+class Completed:
+    result: ChatResult
+    deployment: Deployment
+    attempts: list[Attempt]
+
+
+@dataclass(slots=True)
+class OpenStream:
+    """A stream whose first chunk has arrived; the rest comes from ``chunks``."""
+
+    deployment: Deployment
+    first: StreamChunk
+    chunks: AsyncIterator[StreamChunk]
+    attempts: list[Attempt]
+    attempt: Attempt = field(repr=False, default=None)  # type: ignore[assignment]  # set at open
+
+
+# --- planning ---------------------------------------------------------------------------------
+
+
+def route_choice_for(snapshot: RoutingSnapshot, *, task_type: str, caller: str) -> RouteChoice:
+    """Where routing starts: the caller's preference, the task's route, the default route."""
+    prefs = snapshot.caller_preferences
+    choice = (
+        prefs.get((caller, task_type))
+        or prefs.get((caller, ""))
+        or snapshot.task_routes.get(task_type)
+        or snapshot.task_routes.get("default")
+    )
+    return choice or RouteChoice(start_tier=TIER_ORDER[0])
+
+
+def _weighted_order(deployments: tuple[Deployment, ...] | list[Deployment]) -> list[Deployment]:
+    """Local first; within that, a weighted shuffle favouring weight and low observed latency."""
+
+    def key(d: Deployment) -> tuple[int, float]:
+        effective = d.weight / (1.0 + _latency_ewma.get(d.id, 0.0))
+        # Efraimidis–Spirakis: sorting by u^(1/w) draws a weighted random order.
+        return (0 if d.is_local else 1, -(random.random() ** (1.0 / max(effective, 1e-6))))
+
+    return sorted(deployments, key=key)
+
+
+def plan_route(
+    snapshot: RoutingSnapshot, *, choice: RouteChoice, tier: str = "", model: str = ""
+) -> list[Deployment]:
+    """The deployments to try, in order. An explicit ``model`` or ``tier`` beats ``choice``."""
+    pinned = model or ("" if tier else choice.pinned_model)
+    plan: list[Deployment] = []
+    if pinned:
+        pinned_deployments = snapshot.by_public_name.get(pinned, ())
+        plan.extend(_weighted_order(pinned_deployments))
+        start_tier = pinned_deployments[0].tier if pinned_deployments else TIER_ORDER[0]
+    else:
+        start_tier = tier or choice.start_tier or TIER_ORDER[0]
+    seen = {d.id for d in plan}
+    for name in TIER_ORDER[TIER_ORDER.index(start_tier) :]:
+        in_tier = snapshot.by_tier.get(name, ())
+        ordered = list(in_tier) if name == "external" else _weighted_order(in_tier)
+        plan.extend(d for d in ordered if d.id not in seen)
+    return plan
+
+
+def estimate_tokens(request: ChatRequest) -> int:
+    """A cheap upper-ish estimate of prompt tokens (about four characters a token)."""
+    return sum(len(m.content) for m in request.messages) // 4 + 4 * len(request.messages) + 1
+
+
+# --- shared health state -------------------------------------------------------------------
+
+
+def _cool_key(d: Deployment) -> str:
+    return f"cool:d:{d.id}"
+
+
+def _provider_cool_key(provider_id: int) -> str:
+    return f"cool:p:{provider_id}"
+
+
+def provider_down_key(provider_id: int) -> str:
+    return f"down:p:{provider_id}"
+
+
+async def _unavailable(plan: list[Deployment]) -> dict[int, str]:
+    """Deployment id → why it is skipped (cooling down, provider down), in one round trip."""
+    provider_ids = sorted({d.provider_id for d in plan})
+    keys = [_cool_key(d) for d in plan]
+    keys += [_provider_cool_key(p) for p in provider_ids] + [provider_down_key(p) for p in provider_ids]
+    values = await shared_state().aget_many(keys)
+    n, m = len(plan), len(provider_ids)
+    provider_cool = {p: values[n + i] for i, p in enumerate(provider_ids)}
+    provider_down = {p: values[n + m + i] for i, p in enumerate(provider_ids)}
+    reasons: dict[int, str] = {}
+    for i, d in enumerate(plan):
+        if values[i]:
+            reasons[d.id] = "cooling down after failures"
+        elif provider_cool[d.provider_id]:
+            reasons[d.id] = "provider cooling down: " + str(provider_cool[d.provider_id])
+        elif provider_down[d.provider_id]:
+            reasons[d.id] = "provider failed its health check"
+    return reasons
+
+
+async def _record_failure(d: Deployment, error: ProviderError) -> bool:
+    """Count a failure; returns True when the deployment is now cooling down."""
+    gw = settings.GATEWAY
+    state = shared_state()
+    _recently_failed.add(d.id)
+    if error.error_class == ErrorClass.AUTH:
+        await state.aset(
+            _provider_cool_key(d.provider_id),
+            f"API key rejected (HTTP {error.status_code})",
+            gw["AUTH_FAILURE_COOLDOWN_S"],
+        )
+        metrics.PROVIDER_AUTH_FAILURES.labels(d.provider_name).inc()
+        logger.error(
+            "ALERT provider %s rejected its API key (HTTP %s); skipped for %ss",
+            d.provider_name,
+            error.status_code,
+            int(gw["AUTH_FAILURE_COOLDOWN_S"]),
+        )
+        return True
+    if error.error_class == ErrorClass.NOT_FOUND:
+        await state.aset(_cool_key(d), "1", gw["COOLDOWN_S"])
+        return True
+    if error.retry_after and error.retry_after > gw["RETRY_AFTER_CAP_S"]:
+        await state.aset(_cool_key(d), "1", min(error.retry_after, gw["MAX_COOLDOWN_S"]))
+        return True
+    failures = await state.aincr(f"fail:d:{d.id}", gw["COOLDOWN_S"])
+    if failures >= gw["FAILURE_THRESHOLD"]:
+        await state.aset(_cool_key(d), "1", gw["COOLDOWN_S"])
+        await state.adelete(f"fail:d:{d.id}")
+        logger.warning("deployment %s/%s cooled down after %s failures", d.provider_name, d.public_name, failures)
+        return True
+    return False
+
+
+async def _record_success(d: Deployment, seconds: float) -> None:
+    previous = _latency_ewma.get(d.id)
+    _latency_ewma[d.id] = seconds if previous is None else previous * 0.8 + seconds * 0.2
+    if d.id in _recently_failed:
+        _recently_failed.discard(d.id)
+        await shared_state().adelete(f"fail:d:{d.id}")
+
+
+def _backoff(retry: int) -> float:
+    gw = settings.GATEWAY
+    return min(gw["BACKOFF_CAP_S"], gw["BACKOFF_BASE_S"] * (2**retry)) * random.uniform(0.5, 1.0)
+
+
+def _attempt(d: Deployment, outcome: str, **kwargs: Any) -> Attempt:
+    return Attempt(
+        provider=d.provider_name,
+        model=d.public_name,
+        upstream_model=d.upstream_model,
+        tier=d.tier,
+        outcome=outcome,
+        **kwargs,
+    )
+
+
+# --- execution -------------------------------------------------------------------------------
+
+
+async def _walk(
+    plan: list[Deployment], request: ChatRequest, deadline: float, *, stream: bool
+) -> Completed | OpenStream:
+    """Try the plan in order; return the first answer (or opened stream)."""
+    attempts: list[Attempt] = []
+    if not plan:
+        raise RoutingError(
+            "No enabled model can serve this request; check the routing config.",
+            code="no_route",
+            http_status=503,
+            attempts=attempts,
+        )
+    gw = settings.GATEWAY
+    needed = estimate_tokens(request) + (request.max_tokens or 0)
+    unavailable = await _unavailable(plan)
+    last_error: ProviderError | None = None
+    for d in plan:
+        reason = unavailable.get(d.id)
+        if reason is None and not d.has_credentials:
+            reason = "provider has no API key configured"
+        if reason is None and needed > d.context_window:
+            reason = f"context window {d.context_window} < ~{needed} tokens needed"
+        if reason is None and d.max_concurrent and _in_flight.get(d.provider_id, 0) >= d.max_concurrent:
+            reason = "provider at its concurrency limit"
+        if reason is not None:
+            attempts.append(_attempt(d, "skipped", detail=reason))
+            continue
+        adapter = adapter_for_deployment(d)
+        for retry in range(gw["MAX_RETRIES"] + 1):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise RoutingError(
+                    "The request deadline passed before any model answered.",
+                    code="deadline_exceeded",
+                    http_status=504,
+                    attempts=attempts,
+                )
+            target = d.target
+            if target.total_timeout > remaining:
+                target = replace(target, total_timeout=remaining)
+            started = time.monotonic()
+            _in_flight[d.provider_id] = _in_flight.get(d.provider_id, 0) + 1
+            try:
+                if stream:
+                    chunks = adapter.stream(request, target).__aiter__()
+                    try:
+                        async with asyncio.timeout(remaining):
+                            first = await anext(chunks)
+                    except StopAsyncIteration:
+                        raise ProviderError(
+                            "stream ended before any content",
+                            error_class=ErrorClass.MALFORMED,
+                            permanent=False,
+                        ) from None
+                    except TimeoutError:
+                        await chunks.aclose()  # type: ignore[attr-defined]
+                        raise ProviderError(
+                            "no first byte before the deadline",
+                            error_class=ErrorClass.TIMEOUT,
+                            permanent=False,
+                        ) from None
+                    elapsed = time.monotonic() - started
+                    attempt = _attempt(d, "ok", latency_ms=int(elapsed * 1000))
+                    attempts.append(attempt)
+                    await _record_success(d, elapsed)
+                    metrics.UPSTREAM_ATTEMPTS.labels(d.provider_name, "ok").inc()
+                    return OpenStream(d, first, chunks, attempts, attempt)
+                result = await adapter.complete(request, target)
+                elapsed = time.monotonic() - started
+                attempts.append(_attempt(d, "ok", latency_ms=int(elapsed * 1000)))
+                await _record_success(d, elapsed)
+                metrics.UPSTREAM_ATTEMPTS.labels(d.provider_name, "ok").inc()
+                return Completed(result, d, attempts)
+            except ProviderError as error:
+                last_error = error
+                attempts.append(
+                    _attempt(
+                        d,
+                        "error",
+                        error_class=str(error.error_class),
+                        status_code=error.status_code,
+                        latency_ms=int((time.monotonic() - started) * 1000),
+                        detail=error.message[:300],
+                    )
+                )
+                metrics.UPSTREAM_ATTEMPTS.labels(d.provider_name, str(error.error_class)).inc()
+                if error.error_class == ErrorClass.BAD_REQUEST:
+                    # The request itself is at fault: every other model would refuse it too.
+                    raise RoutingError(
+                        f"The upstream rejected the request: {error.message}",
+                        code="upstream_rejected_request",
+                        http_status=400,
+                        attempts=attempts,
+                    ) from error
+                cooled = await _record_failure(d, error)
+                if error.permanent or cooled or retry >= gw["MAX_RETRIES"]:
+                    break
+                delay = _backoff(retry)
+                if error.retry_after is not None:
+                    delay = max(delay, error.retry_after)
+                if time.monotonic() + delay >= deadline:
+                    break
+                await asyncio.sleep(delay)
+            finally:
+                _in_flight[d.provider_id] -= 1
+    tried = [a for a in attempts if a.outcome != "skipped"]
+    if not tried:
+        raise RoutingError(
+            "Every model that could serve this request is unavailable right now "
+            "(cooling down, unhealthy or without credentials).",
+            code="no_available_model",
+            http_status=503,
+            attempts=attempts,
+        )
+    last = last_error.message if last_error else "unknown error"
+    raise RoutingError(
+        f"All {len(tried)} attempts failed; last error: {last}",
+        code="all_providers_failed",
+        http_status=502,
+        attempts=attempts,
+    )
+
+
+async def complete(plan: list[Deployment], request: ChatRequest, *, deadline: float) -> Completed:
+    """A whole answer from the first deployment of the plan that gives one."""
+    outcome = await _walk(plan, request, deadline, stream=False)
+    assert isinstance(outcome, Completed)
+    return outcome
+
+
+async def open_stream(plan: list[Deployment], request: ChatRequest, *, deadline: float) -> OpenStream:
+    """A stream from the first deployment that sends a first chunk; later failures are final."""
+    outcome = await _walk(plan, request, deadline, stream=True)
+    assert isinstance(outcome, OpenStream)
+    return outcome
+
+
+def reset_process_state() -> None:
+    """Forget this process's latency and failure memory (tests)."""
+    _latency_ewma.clear()
+    _in_flight.clear()
+    _recently_failed.clear()

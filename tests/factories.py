@@ -1,0 +1,89 @@
+"""Factories for the gateway's models, and the standard simulator-backed routing setup."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import factory
+
+from agents.services import api_key_create
+from providers.models import ModelDeployment, Provider
+from routing.config import routing_config_changed
+from routing.models import TaskRoute
+
+
+class ProviderFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Provider
+        django_get_or_create = ("name",)
+
+    name = factory.Sequence(lambda n: f"provider-{n}")
+    kind = Provider.Kind.OPENAI_COMPATIBLE
+    base_url = "http://127.0.0.1:9/v1"
+    connect_timeout_s = 2.0
+    first_byte_timeout_s = 10.0
+    total_timeout_s = 20.0
+    enabled = True
+
+
+class DeploymentFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = ModelDeployment
+
+    provider = factory.SubFactory(ProviderFactory)
+    upstream_model = factory.Sequence(lambda n: f"model-{n}")
+    public_name = factory.LazyAttribute(lambda o: o.upstream_model)
+    tier = "fast"
+    context_window = 32768
+
+
+@dataclass
+class SimSetup:
+    """Handles on the standard setup: one deployment per tier, each on another wire protocol."""
+
+    ollama: Provider
+    openai: Provider
+    anthropic: Provider
+    gemini: Provider
+    fast: ModelDeployment
+    medium: ModelDeployment
+    large: ModelDeployment
+    external: ModelDeployment
+
+
+def sim_setup(simulator_url: str) -> SimSetup:
+    """fast → Ollama protocol, medium → OpenAI, large → Anthropic, external → Gemini."""
+    ollama = ProviderFactory(name="sim-ollama", kind=Provider.Kind.OLLAMA, base_url=simulator_url)
+    openai = ProviderFactory(name="sim-openai", base_url=f"{simulator_url}/v1")
+    anthropic = ProviderFactory(
+        name="sim-anthropic", kind=Provider.Kind.ANTHROPIC, base_url=simulator_url
+    )
+    gemini = ProviderFactory(name="sim-gemini", kind=Provider.Kind.GEMINI, base_url=simulator_url)
+    setup = SimSetup(
+        ollama=ollama,
+        openai=openai,
+        anthropic=anthropic,
+        gemini=gemini,
+        fast=DeploymentFactory(
+            provider=ollama, upstream_model="sim-fast", tier="fast"
+        ),
+        medium=DeploymentFactory(
+            provider=openai, upstream_model="sim-medium", tier="medium",
+            input_cost_per_mtok=1, output_cost_per_mtok=2,
+        ),
+        large=DeploymentFactory(
+            provider=anthropic, upstream_model="sim-large", tier="large",
+            input_cost_per_mtok=3, output_cost_per_mtok=15,
+        ),
+        external=DeploymentFactory(
+            provider=gemini, upstream_model="sim-external", tier="external",
+            input_cost_per_mtok=0.5, output_cost_per_mtok=1.5,
+        ),
+    )
+    TaskRoute.objects.update_or_create(task_type="default", defaults={"start_tier": "fast"})
+    routing_config_changed()
+    return setup
+
+
+def new_api_key(agent: str = "test-agent") -> str:
+    return api_key_create(agent_name=agent)[1]
