@@ -30,7 +30,8 @@ class AgentAdmin(admin.ModelAdmin):
         for agent in queryset:
             _, raw_key = api_key_create(agent_name=agent.name, label="admin")
             self.message_user(
-                request, f"New key for {agent.name} (copy it now, it is not shown again): {raw_key}",
+                request,
+                f"New key for {agent.name} (copy it now, it is not shown again): {raw_key}",
                 level=messages.WARNING,
             )
 

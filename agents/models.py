@@ -8,7 +8,9 @@ from django.db import models
 class Agent(models.Model):
     """A caller of the gateway: Claude Code, Codex, a home-made agent, a script."""
 
-    name = models.SlugField(max_length=100, unique=True, help_text="The caller name audited with every request.")
+    name = models.SlugField(
+        max_length=100, unique=True, help_text="The caller name audited with every request."
+    )
     description = models.CharField(max_length=300, blank=True)
     is_active = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)

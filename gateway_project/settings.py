@@ -105,9 +105,7 @@ ASGI_APPLICATION = "gateway_project.asgi.application"
 DATABASE_URL = os.environ.get("DATABASE_URL", "")
 if DATABASE_URL:
     DATABASES = {
-        "default": dj_database_url.parse(
-            DATABASE_URL, conn_max_age=600, conn_health_checks=True
-        )
+        "default": dj_database_url.parse(DATABASE_URL, conn_max_age=600, conn_health_checks=True)
     }
 else:
     DATA_DIR.mkdir(parents=True, exist_ok=True)
@@ -239,3 +237,4 @@ GATEWAY = {
     "CLASSIFIER_MODEL": os.environ.get("GATEWAY_CLASSIFIER_MODEL", ""),
     "DEFAULT_TASK_TYPE": os.environ.get("GATEWAY_DEFAULT_TASK_TYPE", "general"),
 }
+FORMS_URLFIELD_ASSUME_HTTPS = True  # Django 6 behaviour now, silences the transition warning

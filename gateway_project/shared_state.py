@@ -152,7 +152,9 @@ class SharedState:
         if not self.uses_redis:
             return self.local.add(key, value, ttl)
         try:
-            return bool(await self._async().set(KEY_PREFIX + key, value, px=int(ttl * 1000), nx=True))
+            return bool(
+                await self._async().set(KEY_PREFIX + key, value, px=int(ttl * 1000), nx=True)
+            )
         except Exception as exc:  # noqa: BLE001
             self._redis_failed(exc)
             return self.local.add(key, value, ttl)

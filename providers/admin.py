@@ -6,7 +6,12 @@ from django.contrib import admin
 from django.http import HttpRequest
 
 from .models import FallbackChainEntry, ModelDeployment, Provider
-from .services import config_object_delete, config_object_save, fallback_chain_reorder, provider_save
+from .services import (
+    config_object_delete,
+    config_object_save,
+    fallback_chain_reorder,
+    provider_save,
+)
 
 
 class ConfigAdmin(admin.ModelAdmin):

@@ -79,7 +79,7 @@ async def health_loop() -> None:
                 await probe_providers()
         except asyncio.CancelledError:
             raise
-        except Exception:  # noqa: BLE001 - never let the loop die
+        except Exception:
             logger.exception("provider health check failed")
         await asyncio.sleep(interval)
 

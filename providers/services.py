@@ -31,7 +31,9 @@ def config_object_delete(*, obj: Model) -> None:
 
 
 @transaction.atomic
-def provider_save(*, provider: Provider, new_api_key: str | None = None, clear_api_key: bool = False) -> None:
+def provider_save(
+    *, provider: Provider, new_api_key: str | None = None, clear_api_key: bool = False
+) -> None:
     """Save a provider; a given key replaces the stored one (encrypted), never shown back."""
     if clear_api_key:
         provider.api_key_encrypted = ""

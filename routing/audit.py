@@ -91,7 +91,7 @@ class AuditWriter:
             self._wake.clear()
             try:
                 await self.flush()
-            except Exception:  # noqa: BLE001 - the batch is kept; log and try again next round
+            except Exception:
                 logger.exception("audit: writing %s records failed; will retry", len(self._pending))
                 await asyncio.sleep(min(5.0, interval * 4))
 
@@ -138,7 +138,7 @@ class AuditWriter:
             try:
                 await self.flush()
                 return
-            except Exception:  # noqa: BLE001
+            except Exception:
                 logger.exception("audit: flush at shutdown failed; retrying")
                 await asyncio.sleep(0.5)
         logger.error("audit: %s records could not be written at shutdown", len(self._pending))

@@ -122,7 +122,8 @@ def build_snapshot(version: str) -> RoutingSnapshot:
                 weight=row.weight,
                 max_concurrent=provider.max_concurrent_requests,
                 # Local and keyless endpoints need no key; hosted ones say so by naming one.
-                has_credentials=bool(api_key) or not (provider.api_key_env or provider.api_key_encrypted),
+                has_credentials=bool(api_key)
+                or not (provider.api_key_env or provider.api_key_encrypted),
             )
         )
 
@@ -172,7 +173,10 @@ class SnapshotCache:
     async def get(self) -> RoutingSnapshot:
         now = time.monotonic()
         snapshot = self._snapshot
-        if snapshot is not None and now - self._checked_at < settings.GATEWAY["CONFIG_CHECK_INTERVAL_S"]:
+        if (
+            snapshot is not None
+            and now - self._checked_at < settings.GATEWAY["CONFIG_CHECK_INTERVAL_S"]
+        ):
             return snapshot
         version = await shared_state().aget(CONFIG_VERSION_KEY) or "0"
         self._checked_at = now

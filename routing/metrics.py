@@ -12,10 +12,14 @@ REQUEST_LATENCY = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
 )
 UPSTREAM_ATTEMPTS = Counter(
-    "gateway_upstream_attempts_total", "Attempts against upstream providers", ["provider", "outcome"]
+    "gateway_upstream_attempts_total",
+    "Attempts against upstream providers",
+    ["provider", "outcome"],
 )
 PROVIDER_AUTH_FAILURES = Counter(
-    "gateway_provider_auth_failures_total", "Upstream rejections of a provider's API key", ["provider"]
+    "gateway_provider_auth_failures_total",
+    "Upstream rejections of a provider's API key",
+    ["provider"],
 )
 TOKENS = Counter("gateway_tokens_total", "Tokens by model and direction", ["model", "direction"])
 COST = Counter("gateway_cost_usd_total", "Cost in USD by model", ["model"])

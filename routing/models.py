@@ -63,7 +63,9 @@ class ClassificationRule(models.Model):
         REGEX = "regex", "Regular expression"
 
     task_type = models.SlugField(max_length=100)
-    match_type = models.CharField(max_length=16, choices=MatchType.choices, default=MatchType.KEYWORDS)
+    match_type = models.CharField(
+        max_length=16, choices=MatchType.choices, default=MatchType.KEYWORDS
+    )
     pattern = models.TextField()
     priority = models.IntegerField(default=100, help_text="Lower runs first.")
     enabled = models.BooleanField(default=True)
@@ -81,7 +83,9 @@ class ClassificationRule(models.Model):
             try:
                 re.compile(self.pattern)
             except re.error as exc:
-                raise ValidationError({"pattern": f"Not a valid regular expression: {exc}"}) from exc
+                raise ValidationError(
+                    {"pattern": f"Not a valid regular expression: {exc}"}
+                ) from exc
         elif not [w for w in self.pattern.split(",") if w.strip()]:
             raise ValidationError({"pattern": "Give at least one keyword."})
 

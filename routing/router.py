@@ -118,7 +118,7 @@ def _weighted_order(deployments: tuple[Deployment, ...] | list[Deployment]) -> l
 
     def key(d: Deployment) -> tuple[int, float]:
         effective = d.weight / (1.0 + _latency_ewma.get(d.id, 0.0))
-        # Efraimidis–Spirakis: sorting by u^(1/w) draws a weighted random order.
+        # Efraimidis-Spirakis: sorting by u^(1/w) draws a weighted random order.
         return (0 if d.is_local else 1, -(random.random() ** (1.0 / max(effective, 1e-6))))
 
     return sorted(deployments, key=key)
@@ -168,7 +168,9 @@ async def _unavailable(plan: list[Deployment]) -> dict[int, str]:
     """Deployment id → why it is skipped (cooling down, provider down), in one round trip."""
     provider_ids = sorted({d.provider_id for d in plan})
     keys = [_cool_key(d) for d in plan]
-    keys += [_provider_cool_key(p) for p in provider_ids] + [provider_down_key(p) for p in provider_ids]
+    keys += [_provider_cool_key(p) for p in provider_ids] + [
+        provider_down_key(p) for p in provider_ids
+    ]
     values = await shared_state().aget_many(keys)
     n, m = len(plan), len(provider_ids)
     provider_cool = {p: values[n + i] for i, p in enumerate(provider_ids)}
@@ -213,7 +215,12 @@ async def _record_failure(d: Deployment, error: ProviderError) -> bool:
     if failures >= gw["FAILURE_THRESHOLD"]:
         await state.aset(_cool_key(d), "1", gw["COOLDOWN_S"])
         await state.adelete(f"fail:d:{d.id}")
-        logger.warning("deployment %s/%s cooled down after %s failures", d.provider_name, d.public_name, failures)
+        logger.warning(
+            "deployment %s/%s cooled down after %s failures",
+            d.provider_name,
+            d.public_name,
+            failures,
+        )
         return True
     return False
 
@@ -267,7 +274,11 @@ async def _walk(
             reason = "provider has no API key configured"
         if reason is None and needed > d.context_window:
             reason = f"context window {d.context_window} < ~{needed} tokens needed"
-        if reason is None and d.max_concurrent and _in_flight.get(d.provider_id, 0) >= d.max_concurrent:
+        if (
+            reason is None
+            and d.max_concurrent
+            and _in_flight.get(d.provider_id, 0) >= d.max_concurrent
+        ):
             reason = "provider at its concurrency limit"
         if reason is not None:
             attempts.append(_attempt(d, "skipped", detail=reason))
@@ -375,7 +386,9 @@ async def complete(plan: list[Deployment], request: ChatRequest, *, deadline: fl
     return outcome
 
 
-async def open_stream(plan: list[Deployment], request: ChatRequest, *, deadline: float) -> OpenStream:
+async def open_stream(
+    plan: list[Deployment], request: ChatRequest, *, deadline: float
+) -> OpenStream:
     """A stream from the first deployment that sends a first chunk; later failures are final."""
     outcome = await _walk(plan, request, deadline, stream=True)
     assert isinstance(outcome, OpenStream)

@@ -124,7 +124,9 @@ def _base_row(job: CompletionJob) -> dict[str, Any]:
     }
 
 
-def audit_failed(job: CompletionJob, http_status: int, error: str, attempts: list[dict[str, Any]]) -> None:
+def audit_failed(
+    job: CompletionJob, http_status: int, error: str, attempts: list[dict[str, Any]]
+) -> None:
     """Queue the record of a request that got no answer."""
     row = _base_row(job)
     row.update(status="failed", http_status=http_status, error=error[:500], attempts=attempts)
@@ -172,5 +174,6 @@ def estimate_usage(job: CompletionJob, output: str, usage: Usage | None) -> Usag
     if usage is not None and (usage.input_tokens or usage.output_tokens):
         return usage
     return Usage(
-        input_tokens=router.estimate_tokens(job.chat), output_tokens=max(1, len(output) // 4) if output else 0
+        input_tokens=router.estimate_tokens(job.chat),
+        output_tokens=max(1, len(output) // 4) if output else 0,
     )

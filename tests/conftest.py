@@ -40,8 +40,10 @@ def wait_until_up(url: str, timeout: float = 15.0) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    backend = "PostgreSQL" if settings.DATABASE_URL else "SQLite"
-    cache = "Redis" if settings.REDIS_URL else "in-process cache"
+    import os
+
+    backend = "PostgreSQL" if os.environ.get("DATABASE_URL") else "SQLite"
+    cache = "Redis" if os.environ.get("REDIS_URL") else "in-process cache"
     print(f"\n[llm-gateway tests] database: {backend}; shared state: {cache}")
 
 

@@ -64,20 +64,27 @@ def sim_setup(simulator_url: str) -> SimSetup:
         openai=openai,
         anthropic=anthropic,
         gemini=gemini,
-        fast=DeploymentFactory(
-            provider=ollama, upstream_model="sim-fast", tier="fast"
-        ),
+        fast=DeploymentFactory(provider=ollama, upstream_model="sim-fast", tier="fast"),
         medium=DeploymentFactory(
-            provider=openai, upstream_model="sim-medium", tier="medium",
-            input_cost_per_mtok=1, output_cost_per_mtok=2,
+            provider=openai,
+            upstream_model="sim-medium",
+            tier="medium",
+            input_cost_per_mtok=1,
+            output_cost_per_mtok=2,
         ),
         large=DeploymentFactory(
-            provider=anthropic, upstream_model="sim-large", tier="large",
-            input_cost_per_mtok=3, output_cost_per_mtok=15,
+            provider=anthropic,
+            upstream_model="sim-large",
+            tier="large",
+            input_cost_per_mtok=3,
+            output_cost_per_mtok=15,
         ),
         external=DeploymentFactory(
-            provider=gemini, upstream_model="sim-external", tier="external",
-            input_cost_per_mtok=0.5, output_cost_per_mtok=1.5,
+            provider=gemini,
+            upstream_model="sim-external",
+            tier="external",
+            input_cost_per_mtok=0.5,
+            output_cost_per_mtok=1.5,
         ),
     )
     TaskRoute.objects.update_or_create(task_type="default", defaults={"start_tier": "fast"})

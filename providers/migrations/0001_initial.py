@@ -6,64 +6,182 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='Provider',
+            name="Provider",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.SlugField(max_length=64, unique=True)),
-                ('kind', models.CharField(choices=[('ollama', 'Ollama'), ('openai_compatible', 'OpenAI-compatible'), ('anthropic', 'Anthropic'), ('gemini', 'Gemini')], max_length=32)),
-                ('base_url', models.URLField(help_text='For OpenAI-compatible providers include the version prefix, e.g. .../v1.', max_length=500)),
-                ('api_key_encrypted', models.TextField(blank=True, editable=False)),
-                ('api_key_env', models.CharField(blank=True, help_text='Name of an environment variable holding the key (used when no key is stored).', max_length=100)),
-                ('connect_timeout_s', models.FloatField(default=5.0, validators=[django.core.validators.MinValueValidator(0.1)])),
-                ('first_byte_timeout_s', models.FloatField(default=60.0, validators=[django.core.validators.MinValueValidator(0.1)])),
-                ('total_timeout_s', models.FloatField(default=300.0, validators=[django.core.validators.MinValueValidator(0.1)])),
-                ('max_concurrent_requests', models.PositiveIntegerField(default=0, help_text='Per gateway process; 0 means unlimited.')),
-                ('enabled', models.BooleanField(default=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.SlugField(max_length=64, unique=True)),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("ollama", "Ollama"),
+                            ("openai_compatible", "OpenAI-compatible"),
+                            ("anthropic", "Anthropic"),
+                            ("gemini", "Gemini"),
+                        ],
+                        max_length=32,
+                    ),
+                ),
+                (
+                    "base_url",
+                    models.URLField(
+                        help_text="For OpenAI-compatible providers include the version prefix, e.g. .../v1.",
+                        max_length=500,
+                    ),
+                ),
+                ("api_key_encrypted", models.TextField(blank=True, editable=False)),
+                (
+                    "api_key_env",
+                    models.CharField(
+                        blank=True,
+                        help_text="Name of an environment variable holding the key (used when no key is stored).",
+                        max_length=100,
+                    ),
+                ),
+                (
+                    "connect_timeout_s",
+                    models.FloatField(
+                        default=5.0, validators=[django.core.validators.MinValueValidator(0.1)]
+                    ),
+                ),
+                (
+                    "first_byte_timeout_s",
+                    models.FloatField(
+                        default=60.0, validators=[django.core.validators.MinValueValidator(0.1)]
+                    ),
+                ),
+                (
+                    "total_timeout_s",
+                    models.FloatField(
+                        default=300.0, validators=[django.core.validators.MinValueValidator(0.1)]
+                    ),
+                ),
+                (
+                    "max_concurrent_requests",
+                    models.PositiveIntegerField(
+                        default=0, help_text="Per gateway process; 0 means unlimited."
+                    ),
+                ),
+                ("enabled", models.BooleanField(default=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
             ],
             options={
-                'ordering': ['name'],
+                "ordering": ["name"],
             },
         ),
         migrations.CreateModel(
-            name='FallbackChainEntry',
+            name="FallbackChainEntry",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('position', models.PositiveIntegerField(db_index=True, default=0)),
-                ('provider', models.OneToOneField(on_delete=django.db.models.deletion.CASCADE, related_name='chain_entry', to='providers.provider')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("position", models.PositiveIntegerField(db_index=True, default=0)),
+                (
+                    "provider",
+                    models.OneToOneField(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="chain_entry",
+                        to="providers.provider",
+                    ),
+                ),
             ],
             options={
-                'verbose_name': 'fallback chain entry',
-                'verbose_name_plural': 'fallback chain',
-                'ordering': ['position'],
+                "verbose_name": "fallback chain entry",
+                "verbose_name_plural": "fallback chain",
+                "ordering": ["position"],
             },
         ),
         migrations.CreateModel(
-            name='ModelDeployment',
+            name="ModelDeployment",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('upstream_model', models.CharField(help_text="The provider's own model id.", max_length=200)),
-                ('public_name', models.CharField(db_index=True, help_text='The name agents use; several deployments may share one (load balancing).', max_length=200)),
-                ('tier', models.CharField(choices=[('fast', 'Fast'), ('medium', 'Medium'), ('large', 'Large'), ('external', 'External')], max_length=16)),
-                ('input_cost_per_mtok', models.DecimalField(decimal_places=6, default=0, help_text='USD per million input tokens.', max_digits=12)),
-                ('output_cost_per_mtok', models.DecimalField(decimal_places=6, default=0, help_text='USD per million output tokens.', max_digits=12)),
-                ('context_window', models.PositiveIntegerField(default=8192)),
-                ('weight', models.PositiveIntegerField(default=1, help_text='Share of traffic within its tier.')),
-                ('enabled', models.BooleanField(default=True)),
-                ('updated_at', models.DateTimeField(auto_now=True)),
-                ('provider', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='deployments', to='providers.provider')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "upstream_model",
+                    models.CharField(help_text="The provider's own model id.", max_length=200),
+                ),
+                (
+                    "public_name",
+                    models.CharField(
+                        db_index=True,
+                        help_text="The name agents use; several deployments may share one (load balancing).",
+                        max_length=200,
+                    ),
+                ),
+                (
+                    "tier",
+                    models.CharField(
+                        choices=[
+                            ("fast", "Fast"),
+                            ("medium", "Medium"),
+                            ("large", "Large"),
+                            ("external", "External"),
+                        ],
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "input_cost_per_mtok",
+                    models.DecimalField(
+                        decimal_places=6,
+                        default=0,
+                        help_text="USD per million input tokens.",
+                        max_digits=12,
+                    ),
+                ),
+                (
+                    "output_cost_per_mtok",
+                    models.DecimalField(
+                        decimal_places=6,
+                        default=0,
+                        help_text="USD per million output tokens.",
+                        max_digits=12,
+                    ),
+                ),
+                ("context_window", models.PositiveIntegerField(default=8192)),
+                (
+                    "weight",
+                    models.PositiveIntegerField(
+                        default=1, help_text="Share of traffic within its tier."
+                    ),
+                ),
+                ("enabled", models.BooleanField(default=True)),
+                ("updated_at", models.DateTimeField(auto_now=True)),
+                (
+                    "provider",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="deployments",
+                        to="providers.provider",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['tier', 'public_name'],
-                'constraints': [models.UniqueConstraint(fields=('provider', 'upstream_model', 'tier'), name='unique_deployment_per_tier')],
+                "ordering": ["tier", "public_name"],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("provider", "upstream_model", "tier"),
+                        name="unique_deployment_per_tier",
+                    )
+                ],
             },
         ),
     ]

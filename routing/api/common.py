@@ -70,7 +70,9 @@ class ApiError(Exception):
         self.extra = extra or {}
 
 
-def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> HttpResponse:
+def json_response(
+    data: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> HttpResponse:
     response = HttpResponse(
         orjson.dumps(data), status=status, content_type="application/json", headers=headers
     )
@@ -116,7 +118,9 @@ def read_json_object(request: HttpRequest) -> dict[str, Any]:
     try:
         raw = request.body
     except RequestDataTooBig:
-        raise ApiError(413, f"Request body larger than {limit} bytes.", code="body_too_large") from None
+        raise ApiError(
+            413, f"Request body larger than {limit} bytes.", code="body_too_large"
+        ) from None
     if len(raw) > limit:
         raise ApiError(413, f"Request body larger than {limit} bytes.", code="body_too_large")
     if not raw:

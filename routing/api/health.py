@@ -57,7 +57,9 @@ async def health(request: HttpRequest) -> HttpResponse:
             state = "no_credentials"
         else:
             state = "available"
-        models.append({"name": d.public_name, "provider": d.provider_name, "tier": d.tier, "status": state})
+        models.append(
+            {"name": d.public_name, "provider": d.provider_name, "tier": d.tier, "status": state}
+        )
 
     local = [p for p in providers if p["local"]]
     if not local:
@@ -65,7 +67,9 @@ async def health(request: HttpRequest) -> HttpResponse:
     else:
         up = [p for p in local if p["status"] == "up"]
         ollama = {
-            "status": "up" if up else ("down" if all(p["status"] == "down" for p in local) else "unknown"),
+            "status": "up"
+            if up
+            else ("down" if all(p["status"] == "down" for p in local) else "unknown"),
             "providers": local,
             "models": sorted({d.public_name for d in snapshot.deployments if d.is_local}),
         }
@@ -102,4 +106,6 @@ async def ready(request: HttpRequest) -> HttpResponse:
     except Exception as exc:  # noqa: BLE001
         checks["cache"] = f"error: {type(exc).__name__}"
     ok = all(v == "ok" for v in checks.values())
-    return json_response({"status": "ready" if ok else "not_ready", "checks": checks}, status=200 if ok else 503)
+    return json_response(
+        {"status": "ready" if ok else "not_ready", "checks": checks}, status=200 if ok else 503
+    )

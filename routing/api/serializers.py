@@ -24,8 +24,10 @@ def message_text(content: Any) -> str:
     if isinstance(content, list):
         texts = []
         for part in content:
-            if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(
-                part.get("text"), str
+            if (
+                not isinstance(part, dict)
+                or part.get("type") != "text"
+                or not isinstance(part.get("text"), str)
             ):
                 kind = part.get("type") if isinstance(part, dict) else type(part).__name__
                 raise serializers.ValidationError(f"unsupported content part {kind!r}; send text")
@@ -37,7 +39,9 @@ def message_text(content: Any) -> str:
 class MessagesField(serializers.Field):
     """A list of chat messages, normalised to :class:`providers.base.Message`."""
 
-    default_error_messages = {"invalid": "must be a non-empty list of messages, each with a role and content"}
+    default_error_messages = {
+        "invalid": "must be a non-empty list of messages, each with a role and content"
+    }
 
     def to_internal_value(self, data: Any) -> tuple[Message, ...]:
         if not isinstance(data, list) or not data:
@@ -64,7 +68,10 @@ class MessagesField(serializers.Field):
 
 def max_tokens_field() -> serializers.IntegerField:
     return serializers.IntegerField(
-        required=False, allow_null=True, min_value=1, max_value=settings.GATEWAY["MAX_OUTPUT_TOKENS"]
+        required=False,
+        allow_null=True,
+        min_value=1,
+        max_value=settings.GATEWAY["MAX_OUTPUT_TOKENS"],
     )
 
 

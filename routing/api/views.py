@@ -74,7 +74,9 @@ def api_endpoint(method: str) -> Callable[[View], View]:
             except Exception:
                 logger.exception("unhandled error in %s", request.path)
                 return error_response(
-                    ApiError(500, "Internal error; the request was not completed.", code="internal_error")
+                    ApiError(
+                        500, "Internal error; the request was not completed.", code="internal_error"
+                    )
                 )
 
         return wrapper
@@ -179,8 +181,12 @@ def _chat_job(request: HttpRequest, caller: Any, data: dict[str, Any]) -> Comple
         from ..classify import valid_task_type
 
         if not valid_task_type(task_type):
-            raise ApiError(400, "X-Task-Type / metadata.task_type is not a valid task type.",
-                           code="invalid_field", param="task_type")
+            raise ApiError(
+                400,
+                "X-Task-Type / metadata.task_type is not a valid task type.",
+                code="invalid_field",
+                param="task_type",
+            )
     max_tokens = data.get("max_completion_tokens") or data.get("max_tokens")
     return CompletionJob(
         endpoint="chat",
@@ -255,7 +261,9 @@ async def chat_completions(request: HttpRequest) -> HttpResponse:
     )
 
 
-async def _chat_stream(job: CompletionJob, headers: dict[str, str], include_usage: bool) -> HttpResponse:
+async def _chat_stream(
+    job: CompletionJob, headers: dict[str, str], include_usage: bool
+) -> HttpResponse:
     try:
         opened = await completion_stream_open(job)
     except UnknownModel as exc:
@@ -273,7 +281,9 @@ async def _chat_stream(job: CompletionJob, headers: dict[str, str], include_usag
     return response
 
 
-async def _sse_events(job: CompletionJob, opened: router.OpenStream, include_usage: bool) -> AsyncIterator[bytes]:
+async def _sse_events(
+    job: CompletionJob, opened: router.OpenStream, include_usage: bool
+) -> AsyncIterator[bytes]:
     """Relay the upstream stream as OpenAI chunks; audit it however it ends."""
     base = {
         "id": "chatcmpl-" + job.request_id[5:],
@@ -283,7 +293,12 @@ async def _sse_events(job: CompletionJob, opened: router.OpenStream, include_usa
     }
 
     def event(delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
-        chunk = {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}]}
+        chunk = {
+            **base,
+            "choices": [
+                {"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}
+            ],
+        }
         return b"data: " + orjson.dumps(chunk) + b"\n\n"
 
     parts: list[str] = []
@@ -383,7 +398,9 @@ async def classify_input(request: HttpRequest) -> HttpResponse:
     snapshot = await current_snapshot()
     found = await classify(snapshot, serializer.validated_data["input"])
     choice = router.route_choice_for(
-        snapshot, task_type=found.task_type, caller=serializer.validated_data.get("caller") or caller.agent
+        snapshot,
+        task_type=found.task_type,
+        caller=serializer.validated_data.get("caller") or caller.agent,
     )
     plan = router.plan_route(snapshot, choice=choice)
     return json_response(

@@ -4,87 +4,173 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='AuditRecord',
+            name="AuditRecord",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('request_id', models.CharField(max_length=64, unique=True)),
-                ('endpoint', models.CharField(max_length=32)),
-                ('caller', models.CharField(db_index=True, max_length=100)),
-                ('agent', models.CharField(blank=True, max_length=100)),
-                ('api_key_prefix', models.CharField(blank=True, max_length=16)),
-                ('task_type', models.CharField(blank=True, db_index=True, max_length=100)),
-                ('requested_model', models.CharField(blank=True, max_length=200)),
-                ('stream', models.BooleanField(default=False)),
-                ('status', models.CharField(choices=[('completed', 'Completed'), ('failed', 'Failed'), ('client_closed', 'Client closed the stream')], db_index=True, max_length=24)),
-                ('http_status', models.PositiveSmallIntegerField()),
-                ('error', models.CharField(blank=True, max_length=500)),
-                ('attempts', models.JSONField(default=list)),
-                ('provider', models.CharField(blank=True, max_length=64)),
-                ('model', models.CharField(blank=True, db_index=True, max_length=200)),
-                ('tier', models.CharField(blank=True, max_length=16)),
-                ('tokens_in', models.PositiveIntegerField(default=0)),
-                ('tokens_out', models.PositiveIntegerField(default=0)),
-                ('cost_usd', models.DecimalField(decimal_places=8, default=0, max_digits=14)),
-                ('latency_ms', models.PositiveIntegerField(default=0)),
-                ('prompt', models.TextField(blank=True)),
-                ('output', models.TextField(blank=True)),
-                ('prompt_sha256', models.CharField(blank=True, max_length=64)),
-                ('output_sha256', models.CharField(blank=True, max_length=64)),
-                ('metadata', models.JSONField(blank=True, default=dict)),
-                ('created_at', models.DateTimeField(db_index=True)),
-                ('finished_at', models.DateTimeField()),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("request_id", models.CharField(max_length=64, unique=True)),
+                ("endpoint", models.CharField(max_length=32)),
+                ("caller", models.CharField(db_index=True, max_length=100)),
+                ("agent", models.CharField(blank=True, max_length=100)),
+                ("api_key_prefix", models.CharField(blank=True, max_length=16)),
+                ("task_type", models.CharField(blank=True, db_index=True, max_length=100)),
+                ("requested_model", models.CharField(blank=True, max_length=200)),
+                ("stream", models.BooleanField(default=False)),
+                (
+                    "status",
+                    models.CharField(
+                        choices=[
+                            ("completed", "Completed"),
+                            ("failed", "Failed"),
+                            ("client_closed", "Client closed the stream"),
+                        ],
+                        db_index=True,
+                        max_length=24,
+                    ),
+                ),
+                ("http_status", models.PositiveSmallIntegerField()),
+                ("error", models.CharField(blank=True, max_length=500)),
+                ("attempts", models.JSONField(default=list)),
+                ("provider", models.CharField(blank=True, max_length=64)),
+                ("model", models.CharField(blank=True, db_index=True, max_length=200)),
+                ("tier", models.CharField(blank=True, max_length=16)),
+                ("tokens_in", models.PositiveIntegerField(default=0)),
+                ("tokens_out", models.PositiveIntegerField(default=0)),
+                ("cost_usd", models.DecimalField(decimal_places=8, default=0, max_digits=14)),
+                ("latency_ms", models.PositiveIntegerField(default=0)),
+                ("prompt", models.TextField(blank=True)),
+                ("output", models.TextField(blank=True)),
+                ("prompt_sha256", models.CharField(blank=True, max_length=64)),
+                ("output_sha256", models.CharField(blank=True, max_length=64)),
+                ("metadata", models.JSONField(blank=True, default=dict)),
+                ("created_at", models.DateTimeField(db_index=True)),
+                ("finished_at", models.DateTimeField()),
             ],
             options={
-                'ordering': ['-created_at'],
+                "ordering": ["-created_at"],
             },
         ),
         migrations.CreateModel(
-            name='ClassificationRule',
+            name="ClassificationRule",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('task_type', models.SlugField(max_length=100)),
-                ('match_type', models.CharField(choices=[('keywords', 'Any of these words (comma-separated)'), ('regex', 'Regular expression')], default='keywords', max_length=16)),
-                ('pattern', models.TextField()),
-                ('priority', models.IntegerField(default=100, help_text='Lower runs first.')),
-                ('enabled', models.BooleanField(default=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("task_type", models.SlugField(max_length=100)),
+                (
+                    "match_type",
+                    models.CharField(
+                        choices=[
+                            ("keywords", "Any of these words (comma-separated)"),
+                            ("regex", "Regular expression"),
+                        ],
+                        default="keywords",
+                        max_length=16,
+                    ),
+                ),
+                ("pattern", models.TextField()),
+                ("priority", models.IntegerField(default=100, help_text="Lower runs first.")),
+                ("enabled", models.BooleanField(default=True)),
             ],
             options={
-                'ordering': ['priority', 'id'],
+                "ordering": ["priority", "id"],
             },
         ),
         migrations.CreateModel(
-            name='TaskRoute',
+            name="TaskRoute",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('start_tier', models.CharField(blank=True, choices=[('fast', 'Fast'), ('medium', 'Medium'), ('large', 'Large'), ('external', 'External')], max_length=16)),
-                ('pinned_model', models.CharField(blank=True, help_text='A public model name; overrides the tier.', max_length=200)),
-                ('task_type', models.SlugField(max_length=100, unique=True)),
-                ('description', models.CharField(blank=True, max_length=300)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "start_tier",
+                    models.CharField(
+                        blank=True,
+                        choices=[
+                            ("fast", "Fast"),
+                            ("medium", "Medium"),
+                            ("large", "Large"),
+                            ("external", "External"),
+                        ],
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "pinned_model",
+                    models.CharField(
+                        blank=True,
+                        help_text="A public model name; overrides the tier.",
+                        max_length=200,
+                    ),
+                ),
+                ("task_type", models.SlugField(max_length=100, unique=True)),
+                ("description", models.CharField(blank=True, max_length=300)),
             ],
             options={
-                'ordering': ['task_type'],
+                "ordering": ["task_type"],
             },
         ),
         migrations.CreateModel(
-            name='CallerPreference',
+            name="CallerPreference",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('start_tier', models.CharField(blank=True, choices=[('fast', 'Fast'), ('medium', 'Medium'), ('large', 'Large'), ('external', 'External')], max_length=16)),
-                ('pinned_model', models.CharField(blank=True, help_text='A public model name; overrides the tier.', max_length=200)),
-                ('caller', models.SlugField(max_length=100)),
-                ('task_type', models.SlugField(blank=True, help_text='Empty: every task type.', max_length=100)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "start_tier",
+                    models.CharField(
+                        blank=True,
+                        choices=[
+                            ("fast", "Fast"),
+                            ("medium", "Medium"),
+                            ("large", "Large"),
+                            ("external", "External"),
+                        ],
+                        max_length=16,
+                    ),
+                ),
+                (
+                    "pinned_model",
+                    models.CharField(
+                        blank=True,
+                        help_text="A public model name; overrides the tier.",
+                        max_length=200,
+                    ),
+                ),
+                ("caller", models.SlugField(max_length=100)),
+                (
+                    "task_type",
+                    models.SlugField(
+                        blank=True, help_text="Empty: every task type.", max_length=100
+                    ),
+                ),
             ],
             options={
-                'ordering': ['caller', 'task_type'],
-                'constraints': [models.UniqueConstraint(fields=('caller', 'task_type'), name='unique_caller_preference')],
+                "ordering": ["caller", "task_type"],
+                "constraints": [
+                    models.UniqueConstraint(
+                        fields=("caller", "task_type"), name="unique_caller_preference"
+                    )
+                ],
             },
         ),
     ]

@@ -26,7 +26,9 @@ def audit_record(gateway, request_id: str) -> AuditRecord:
 def client(gateway, simulator):
     sim_setup(simulator.url)
     key = new_api_key("claude-code")
-    with httpx.Client(base_url=gateway.url, headers={"Authorization": f"Bearer {key}"}, timeout=20) as c:
+    with httpx.Client(
+        base_url=gateway.url, headers={"Authorization": f"Bearer {key}"}, timeout=20
+    ) as c:
         yield c
 
 
@@ -34,7 +36,12 @@ def test_completion_answers_with_the_seed_contract(client, gateway):
     """A request with caller, task_type, input and language gets the seeds' response fields."""
     response = client.post(
         "/v1/completion",
-        json={"caller": "phase-2f-test", "task_type": "analysis", "input": "Explain queues", "language": "en"},
+        json={
+            "caller": "phase-2f-test",
+            "task_type": "analysis",
+            "input": "Explain queues",
+            "language": "en",
+        },
     )
     assert response.status_code == 200, response.text
     body = response.json()
@@ -59,7 +66,11 @@ def test_failing_tier_falls_over_to_the_next_and_audits_every_attempt(client, ga
     body = client.post("/v1/completion", json={"input": "hello there"}).json()
     assert body["model"] == "sim-medium" and body["tier"] == "medium"
     outcomes = [(a["model"], a["outcome"], a.get("status_code")) for a in body["attempts"]]
-    assert outcomes == [("sim-fast", "error", 503), ("sim-fast", "error", 503), ("sim-medium", "ok", None)]
+    assert outcomes == [
+        ("sim-fast", "error", 503),
+        ("sim-fast", "error", 503),
+        ("sim-medium", "ok", None),
+    ]
     assert body["cost_usd"] > 0
     record = audit_record(gateway, body["id"])
     assert len(record.attempts) == 3 and record.provider == "sim-openai"
@@ -113,7 +124,12 @@ def test_all_tiers_failing_gives_502_with_attempts(client, gateway, simulator):
     assert response.status_code == 502
     error = response.json()["error"]
     assert error["code"] == "all_providers_failed"
-    assert {a["model"] for a in error["attempts"]} == {"sim-fast", "sim-medium", "sim-large", "sim-external"}
+    assert {a["model"] for a in error["attempts"]} == {
+        "sim-fast",
+        "sim-medium",
+        "sim-large",
+        "sim-external",
+    }
     gateway.flush_audit()
     record = AuditRecord.objects.get(status="failed")
     assert record.http_status == 502 and len(record.attempts) == 8
@@ -140,8 +156,14 @@ def test_long_retry_after_cools_down_and_falls_over(client, simulator):
 
 def test_pinned_model_and_tier(client):
     """An explicit model or tier starts routing there."""
-    assert client.post("/v1/completion", json={"input": "x", "model": "sim-large"}).json()["model"] == "sim-large"
-    assert client.post("/v1/completion", json={"input": "x", "tier": "external"}).json()["model"] == "sim-external"
+    assert (
+        client.post("/v1/completion", json={"input": "x", "model": "sim-large"}).json()["model"]
+        == "sim-large"
+    )
+    assert (
+        client.post("/v1/completion", json={"input": "x", "tier": "external"}).json()["model"]
+        == "sim-external"
+    )
 
 
 def test_task_route_starts_at_its_tier(client):
@@ -185,21 +207,27 @@ def test_context_window_too_small_is_skipped(client, simulator):
 )
 def test_bad_input_gets_a_clear_json_error(client, payload, status, code):
     """Malformed or invalid requests get the right status and a JSON error naming the problem."""
-    response = client.post("/v1/completion", content=payload, headers={"Content-Type": "application/json"})
+    response = client.post(
+        "/v1/completion", content=payload, headers={"Content-Type": "application/json"}
+    )
     assert response.status_code == status, response.text
     assert response.json()["error"]["code"] == code
 
 
 def test_invalid_field_errors_name_the_fields(client):
     """A 400 for wrong fields names each of them."""
-    response = client.post("/v1/completion", json={"input": "x", "max_tokens": -1, "temperature": 9})
+    response = client.post(
+        "/v1/completion", json={"input": "x", "max_tokens": -1, "temperature": 9}
+    )
     fields = response.json()["error"]["fields"]
     assert set(fields) == {"max_tokens", "temperature"}
 
 
 def test_oversized_body_gets_413(client):
     """A body over the size limit is refused with 413 before it is parsed."""
-    response = client.post("/v1/completion", content=b'{"input": "' + b"a" * (3 * 1024 * 1024) + b'"}')
+    response = client.post(
+        "/v1/completion", content=b'{"input": "' + b"a" * (3 * 1024 * 1024) + b'"}'
+    )
     assert response.status_code == 413
     assert response.json()["error"]["code"] == "body_too_large"
 
@@ -209,7 +237,9 @@ def test_missing_or_bad_key_gets_401(gateway):
     missing = httpx.post(f"{gateway.url}/v1/completion", json={"input": "x"})
     assert missing.status_code == 401 and missing.json()["error"]["code"] == "missing_api_key"
     bad = httpx.post(
-        f"{gateway.url}/v1/completion", json={"input": "x"}, headers={"Authorization": "Bearer nope"}
+        f"{gateway.url}/v1/completion",
+        json={"input": "x"},
+        headers={"Authorization": "Bearer nope"},
     )
     assert bad.status_code == 401 and bad.json()["error"]["code"] == "invalid_api_key"
 
@@ -223,6 +253,8 @@ def test_revoked_key_is_refused(gateway, simulator):
     key = new_api_key("revoked-agent")
     api_key_revoke(key=ApiKey.objects.get(agent__name="revoked-agent"))
     response = httpx.post(
-        f"{gateway.url}/v1/completion", json={"input": "x"}, headers={"Authorization": f"Bearer {key}"}
+        f"{gateway.url}/v1/completion",
+        json={"input": "x"},
+        headers={"Authorization": f"Bearer {key}"},
     )
     assert response.status_code == 401

@@ -97,10 +97,14 @@ def test_auto_routes_by_task_type_header(gateway, setup):
     routing_config_changed()
     key = new_api_key("copilot")
     client = openai.OpenAI(
-        base_url=f"{gateway.url}/v1", api_key=key, max_retries=0,
+        base_url=f"{gateway.url}/v1",
+        api_key=key,
+        max_retries=0,
         default_headers={"X-Task-Type": "review"},
     )
-    completion = client.chat.completions.create(model="auto", messages=[{"role": "user", "content": "x"}])
+    completion = client.chat.completions.create(
+        model="auto", messages=[{"role": "user", "content": "x"}]
+    )
     assert completion.model == "sim-large"
 
 
@@ -130,7 +134,16 @@ def test_auto_classifies_by_rules(gateway, setup):
 def test_models_list(sdk):
     """GET /v1/models lists the aliases and every public model."""
     ids = {m.id for m in sdk.models.list()}
-    assert {"auto", "fast", "medium", "large", "sim-fast", "sim-medium", "sim-large", "sim-external"} <= ids
+    assert {
+        "auto",
+        "fast",
+        "medium",
+        "large",
+        "sim-fast",
+        "sim-medium",
+        "sim-large",
+        "sim-external",
+    } <= ids
 
 
 def test_unknown_model_is_a_404_the_sdk_understands(sdk):
@@ -150,7 +163,9 @@ def test_bad_requests_raise_sdk_errors(sdk):
         )
     with pytest.raises(openai.BadRequestError) as raised:
         sdk.chat.completions.create(
-            model="fast", messages=[{"role": "user", "content": "x"}], extra_body={"api_base": "http://x"}
+            model="fast",
+            messages=[{"role": "user", "content": "x"}],
+            extra_body={"api_base": "http://x"},
         )
     assert raised.value.body["code"] == "forbidden_field"
 
@@ -179,12 +194,18 @@ def test_each_wire_protocol_answers(sdk):
                 text = "".join(
                     c.choices[0].delta.content or ""
                     for c in sdk.chat.completions.create(
-                        model=model, messages=[{"role": "user", "content": "hello world"}], stream=True
+                        model=model,
+                        messages=[{"role": "user", "content": "hello world"}],
+                        stream=True,
                     )
                     if c.choices
                 )
             else:
-                text = sdk.chat.completions.create(
-                    model=model, messages=[{"role": "user", "content": "hello world"}]
-                ).choices[0].message.content
+                text = (
+                    sdk.chat.completions.create(
+                        model=model, messages=[{"role": "user", "content": "hello world"}]
+                    )
+                    .choices[0]
+                    .message.content
+                )
             assert "hello" in text.lower(), (model, stream, text)
