@@ -237,4 +237,3 @@ GATEWAY = {
     "CLASSIFIER_MODEL": os.environ.get("GATEWAY_CLASSIFIER_MODEL", ""),
     "DEFAULT_TASK_TYPE": os.environ.get("GATEWAY_DEFAULT_TASK_TYPE", "general"),
 }
-FORMS_URLFIELD_ASSUME_HTTPS = True  # Django 6 behaviour now, silences the transition warning

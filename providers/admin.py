@@ -3,6 +3,7 @@ from typing import Any
 from adminsortable2.admin import SortableAdminMixin
 from django import forms
 from django.contrib import admin
+from django.db import models
 from django.http import HttpRequest
 
 from .models import FallbackChainEntry, ModelDeployment, Provider
@@ -17,6 +18,8 @@ from .services import (
 class ConfigAdmin(admin.ModelAdmin):
     """Saves through services so every process reloads its routing snapshot."""
 
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
+
     def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
         config_object_save(obj=obj)
 
@@ -29,6 +32,11 @@ class ConfigAdmin(admin.ModelAdmin):
 
 
 class ProviderForm(forms.ModelForm):
+    base_url = forms.URLField(
+        max_length=500,
+        assume_scheme="https",
+        help_text="For OpenAI-compatible providers include the version prefix, e.g. .../v1.",
+    )
     api_key = forms.CharField(
         required=False,
         widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
