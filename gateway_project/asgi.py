@@ -1,7 +1,8 @@
 """ASGI entry point: Django for HTTP, plus the lifespan Django itself does not handle.
 
 On startup each process begins its background work (audit writer, provider health checks); on
-shutdown it flushes the audit queue, so every answered request has its record (docs/adr/0007).
+shutdown it flushes the audit queue, so every answered request has its record
+(docs/adr/0007-audit-write-path.md).
 """
 
 from __future__ import annotations
@@ -15,6 +16,10 @@ from django.core.asgi import get_asgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gateway_project.settings")
 django_application = get_asgi_application()
+
+from .api_asgi import ApiHandler, is_api_path  # noqa: E402 - needs Django set up first
+
+api_application = ApiHandler()
 
 logger = logging.getLogger("gateway_project.lifespan")
 
@@ -48,5 +53,7 @@ async def _lifespan(receive: Receive, send: Send) -> None:
 async def application(scope: Scope, receive: Receive, send: Send) -> None:
     if scope["type"] == "lifespan":
         await _lifespan(receive, send)
+    elif is_api_path(scope):
+        await api_application(scope, receive, send)
     else:
         await django_application(scope, receive, send)

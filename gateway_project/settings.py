@@ -2,7 +2,8 @@
 
 Nothing set: a SQLite file, an in-process cache and an embedded (filesystem) Celery broker, so the
 gateway runs with one command. ``DATABASE_URL`` switches to PostgreSQL, ``REDIS_URL`` to Redis for
-the cache, the shared hot-path state and the Celery broker. See docs/adr/0005-embedded-defaults.md.
+the cache, the shared hot-path state and the Celery broker.
+See docs/adr/0008-embedded-defaults-and-shared-state.md.
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@ it, in a dictionary of this process (the embedded default runs one gateway proce
 uses the async methods; admin actions and management commands use the sync ones.
 
 If Redis stops answering, calls fall back to the local store and log once per minute: routing keeps
-working on per-process state rather than failing requests (docs/adr/0006-config-caching.md).
+working on per-process state rather than failing requests
+(docs/adr/0008-embedded-defaults-and-shared-state.md).
 """
 
 from __future__ import annotations

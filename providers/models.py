@@ -12,7 +12,7 @@ from .crypto import decrypt_secret, encrypt_secret
 
 
 class Tier(models.TextChoices):
-    """Cost-first tiers, cheapest first (docs/adr/0002-tiers-and-escalation.md)."""
+    """Cost-first tiers, cheapest first (docs/adr/0002-cost-first-tiers.md)."""
 
     FAST = "fast", "Fast"
     MEDIUM = "medium", "Medium"
@@ -117,7 +117,10 @@ class ModelDeployment(models.Model):
 
 
 class FallbackChainEntry(models.Model):
-    """A provider's place in the external fallback chain (docs/adr/0004-external-fallback-chain.md)."""
+    """A provider's place in the external fallback chain.
+
+    See docs/adr/0004-external-fallback-chain.md.
+    """
 
     provider = models.OneToOneField(Provider, on_delete=models.CASCADE, related_name="chain_entry")
     position = models.PositiveIntegerField(default=0, db_index=True)

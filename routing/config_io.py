@@ -241,7 +241,7 @@ _LineLoader.add_constructor("tag:yaml.org,2002:seq", _construct_seq)
 def _load(text: str) -> Any:
     try:
         # Safe: _LineLoader is a SafeLoader that only adds line numbers.
-        return yaml.load(text, Loader=_LineLoader)  # noqa: S506
+        return yaml.load(text, Loader=_LineLoader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"line {mark.line + 1}: " if mark else ""
@@ -406,6 +406,7 @@ class _Item:
     key_lines: dict[Any, int]
     values: dict[str, Any] = field(default_factory=dict)  # only the fields that passed checks
     valid: bool = True
+    bad_fields: set[str] = field(default_factory=set)  # reported already: not checked again
 
     @property
     def path(self) -> str:
@@ -420,6 +421,7 @@ class _Item:
         if name is None:
             errors.add(self.line, self.path, message)
         else:
+            self.bad_fields.add(name)
             errors.add(self.line_of(name), f"{self.path}.{name}", message)
 
 
@@ -441,8 +443,8 @@ def _read_items(section: str, raw: Any, line: int, errors: _Errors) -> list[_Ite
     items: list[_Item] = []
     for index, entry in enumerate(raw):
         if not isinstance(entry, _Map):
-            item = _Item(section, index, item_lines[index], {})
-            item.error(errors, None, f"expected a mapping of fields, got {_describe(entry)}")
+            where = f"{section}[{index}]"
+            errors.add(item_lines[index], where, f"expected a mapping, got {_describe(entry)}")
             continue
         item = _Item(section, index, entry.line, entry.key_lines)
         items.append(item)
@@ -463,6 +465,7 @@ def _read_items(section: str, raw: Any, line: int, errors: _Errors) -> list[_Ite
             if name not in entry:
                 if spec.required:
                     item.error(errors, None, f"missing required field {name!r}")
+                    item.bad_fields.add(name)
                 continue
             try:
                 item.values[name] = _check_value(entry[name], spec)
@@ -613,20 +616,29 @@ class _Run:
 
 
 def _upsert(
-    run: _Run, item: _Item, *, instance: Model | None, new: Callable[[], Model], label: str
+    run: _Run,
+    item: _Item,
+    *,
+    instance: Model | None,
+    model: type[Model],
+    key: dict[str, Any],
+    label: str,
 ) -> None:
-    """Apply the item's non-key fields to ``instance`` (or to a ``new()`` one), check, save."""
+    """Apply the item's non-key fields to ``instance`` (or a new ``model(**key)``), check, save.
+
+    An item that already failed a check is only run through the model's validation, so its
+    remaining problems are reported too, and is never saved.
+    """
     created = instance is None
-    obj = new() if instance is None else instance
+    obj = model(**key) if instance is None else instance
     schema = _SCHEMAS[item.section]
     key_fields = _NATURAL_KEYS[item.section]
-    attr_to_field: dict[str, str] = {}
+    attr_to_field = {spec.attr or name: name for name, spec in schema.items()}
     diffs: list[str] = []
     for name, value in item.values.items():
         if name in key_fields:
             continue
         attr = schema[name].attr or name
-        attr_to_field[attr] = name
         old = getattr(obj, attr)
         if old != value:
             if not created:
@@ -634,18 +646,27 @@ def _upsert(
             setattr(obj, attr, value)
     counts = run.report.sections[item.section]
     if not created and not diffs:
-        counts.unchanged += 1
+        if item.valid:
+            counts.unchanged += 1
         return  # untouched rows are not re-validated: they are what the admin accepted
     try:
-        obj.full_clean()
+        if item.valid:
+            obj.full_clean()
+        else:
+            bad = {schema[name].attr or name for name in item.bad_fields if name in schema}
+            obj.clean_fields(exclude=bad)
+            if not bad:
+                obj.clean()  # cross-field rules would misfire on a field that was left out
     except ValidationError as exc:
         problems = (
             exc.message_dict if hasattr(exc, "error_dict") else {NON_FIELD_ERRORS: exc.messages}
         )
         for attr, messages in problems.items():
-            name = None if attr == NON_FIELD_ERRORS else attr_to_field.get(attr, attr)
+            field_name = None if attr == NON_FIELD_ERRORS else attr_to_field.get(attr, attr)
             for message in messages:
-                item.error(run.errors, name, message)
+                item.error(run.errors, field_name, message)
+        return
+    if not item.valid:
         return
     obj.save()
     if created:
@@ -656,6 +677,14 @@ def _upsert(
         run.report.changes.append(f"update {label}: {'; '.join(diffs)}")
 
 
+def _keyed(items: list[_Item]) -> list[_Item]:
+    """The items whose natural key is complete: the ones that can be matched to a row."""
+    if not items:
+        return []
+    key_fields = _NATURAL_KEYS[items[0].section]
+    return [item for item in items if all(name in item.values for name in key_fields)]
+
+
 def _apply_providers(run: _Run, items: Iterable[_Item]) -> None:
     for item in items:
         name = item.values["name"]
@@ -663,7 +692,8 @@ def _apply_providers(run: _Run, items: Iterable[_Item]) -> None:
             run,
             item,
             instance=Provider.objects.filter(name=name).first(),
-            new=lambda name=name: Provider(name=name),
+            model=Provider,
+            key={"name": name},
             label=f"provider {name}",
         )
 
@@ -674,20 +704,15 @@ def _apply_models(run: _Run, items: Iterable[_Item]) -> None:
         provider = Provider.objects.filter(name=v["provider"]).first()
         if provider is None:
             continue  # its provider item failed and was reported; the run will roll back
-        label = f"model {v['name']} ({provider.name}, {v['tier']})"
+        key = {"provider": provider, "upstream_model": v["name"], "tier": v["tier"]}
         _upsert(
             run,
             item,
-            instance=ModelDeployment.objects.filter(
-                provider=provider, upstream_model=v["name"], tier=v["tier"]
-            ).first(),
-            new=lambda v=v, provider=provider: ModelDeployment(
-                provider=provider,
-                upstream_model=v["name"],
-                tier=v["tier"],
-                public_name=v.get("public_name", v["name"]),
-            ),
-            label=label,
+            instance=ModelDeployment.objects.filter(**key).first(),
+            model=ModelDeployment,
+            # A new deployment is asked for by its upstream name unless the file says otherwise.
+            key={**key, "public_name": v.get("public_name", v["name"])},
+            label=f"model {v['name']} ({provider.name}, {v['tier']})",
         )
 
 
@@ -698,7 +723,8 @@ def _apply_task_routes(run: _Run, items: Iterable[_Item]) -> None:
             run,
             item,
             instance=TaskRoute.objects.filter(task_type=task_type).first(),
-            new=lambda task_type=task_type: TaskRoute(task_type=task_type),
+            model=TaskRoute,
+            key={"task_type": task_type},
             label=f"task route {task_type}",
         )
 
@@ -710,9 +736,8 @@ def _apply_caller_preferences(run: _Run, items: Iterable[_Item]) -> None:
             run,
             item,
             instance=CallerPreference.objects.filter(caller=caller, task_type=task_type).first(),
-            new=lambda caller=caller, task_type=task_type: CallerPreference(
-                caller=caller, task_type=task_type
-            ),
+            model=CallerPreference,
+            key={"caller": caller, "task_type": task_type},
             label=f"caller preference {caller}/{task_type or '*'}",
         )
 
@@ -725,7 +750,8 @@ def _apply_classification_rules(run: _Run, items: Iterable[_Item]) -> None:
             item,
             # Rules have no unique constraint; the oldest of several identical ones is updated.
             instance=ClassificationRule.objects.filter(**key).order_by("id").first(),
-            new=lambda key=key: ClassificationRule(**key),
+            model=ClassificationRule,
+            key=key,
             label=f"classification rule {key['task_type']}/{key['match_type']} {key['pattern']!r}",
         )
 
@@ -773,7 +799,7 @@ def config_import(*, text: str, dry_run: bool) -> ImportReport:
             ("classification_rules", _apply_classification_rules),
         ]
         for section, apply in appliers:
-            apply(run, (item for item in document.items.get(section, []) if item.valid))
+            apply(run, _keyed(document.items.get(section, [])))
         signalled = False
         if document.chain is not None:
             # fallback_chain_set signals a reload itself; one signal per import is enough.

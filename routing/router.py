@@ -1,4 +1,6 @@
-"""Cost-first routing with retries, backoff, fallback and cooldowns (docs/adr/0002, 0004).
+"""Cost-first routing with retries, backoff, fallback and cooldowns.
+
+See docs/adr/0002-cost-first-tiers.md and docs/adr/0004-external-fallback-chain.md.
 
 ``plan_route`` orders the deployments a request may use; ``complete`` and ``open_stream`` walk that
 plan. Transient failures are retried on the same deployment with jittered exponential backoff, then

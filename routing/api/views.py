@@ -1,7 +1,8 @@
 """The gateway's API views: thin async translations between wire formats and the pipeline.
 
 These are plain Django async views rather than DRF ``APIView`` (which is synchronous and would put
-every request through one thread); validation still uses DRF serializers. docs/adr/0005.
+every request through one thread); validation still uses DRF serializers.
+See docs/adr/0005-async-request-path.md.
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ import orjson
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
+from agents.selectors import Caller
 from providers.base import ChatRequest, Message, ProviderError, Usage
 
 from .. import metrics, router
+from ..classify import classify, valid_task_type
 from ..config import current_snapshot
 from ..services import (
     AUTO_MODEL,
@@ -40,11 +43,8 @@ from .common import (
     read_json_object,
     validation_error,
 )
-from .serializers import (
-    ChatCompletionRequestSerializer,
-    ClassifyRequestSerializer,
-    CompletionRequestSerializer,
-)
+from .schemas import ChatCompletionRequest, CompletionRequest, parse_request
+from .serializers import ClassifyRequestSerializer
 
 logger = logging.getLogger(__name__)
 
@@ -109,35 +109,40 @@ def _unknown_model(exc: UnknownModel) -> ApiError:
 async def completion_create(request: HttpRequest) -> HttpResponse:
     """The native completion API: ``{caller, task_type, input, language}`` → answer and audit."""
     caller = await authenticate(request)
-    serializer = CompletionRequestSerializer(data=read_json_object(request))
-    if not serializer.is_valid():
-        raise validation_error(serializer.errors)
-    data = serializer.validated_data
-    messages: list[Message] = list(data.get("messages") or ())
-    language = (data.get("language") or "").strip()
+    data = parse_request(CompletionRequest, read_json_object(request))
+    if not data.input and not data.messages:
+        raise ApiError(
+            400,
+            "Invalid request: input: give input or messages",
+            code="invalid_field",
+            param="input",
+            extra={"fields": {"input": "give input or messages"}},
+        )
+    messages: list[Message] = list(data.messages)
+    language = data.language.strip()
     if language and language.lower() != "auto":
         name = LANGUAGE_NAMES.get(language.lower(), language)
         messages.insert(0, Message("system", f"Answer in {name}."))
-    if data.get("input"):
-        messages.append(Message("user", data["input"]))
-    metadata = dict(data.get("metadata") or {})
+    if data.input:
+        messages.append(Message("user", data.input))
+    metadata = dict(data.metadata or {})
     if language:
         metadata["language"] = language
     job = CompletionJob(
         endpoint="completion",
         request_id=new_request_id(),
         caller=caller,
-        declared_caller=data.get("caller") or "",
+        declared_caller=data.caller,
         chat=ChatRequest(
             messages=tuple(messages),
-            max_tokens=data.get("max_tokens"),
-            temperature=data.get("temperature"),
-            top_p=data.get("top_p"),
+            max_tokens=data.max_tokens,
+            temperature=data.temperature,
+            top_p=data.top_p,
         ),
         deadline=deadline_from_now(),
-        requested_model=data.get("model") or "",
-        tier=data.get("tier") or "",
-        task_type=data.get("task_type") or "",
+        requested_model=data.model,
+        tier=data.tier,
+        task_type=data.task_type,
         metadata=metadata,
     )
     try:
@@ -174,37 +179,33 @@ async def completion_create(request: HttpRequest) -> HttpResponse:
 # --- POST /v1/chat/completions (OpenAI-compatible) --------------------------------------------
 
 
-def _chat_job(request: HttpRequest, caller: Any, data: dict[str, Any]) -> CompletionJob:
-    metadata = dict(data.get("metadata") or {})
+def _chat_job(request: HttpRequest, caller: Caller, data: ChatCompletionRequest) -> CompletionJob:
+    metadata = dict(data.metadata or {})
     task_type = request.headers.get("X-Task-Type", "") or str(metadata.get("task_type", "") or "")
-    if task_type:
-        from ..classify import valid_task_type
-
-        if not valid_task_type(task_type):
-            raise ApiError(
-                400,
-                "X-Task-Type / metadata.task_type is not a valid task type.",
-                code="invalid_field",
-                param="task_type",
-            )
-    max_tokens = data.get("max_completion_tokens") or data.get("max_tokens")
+    if task_type and not valid_task_type(task_type):
+        raise ApiError(
+            400,
+            "X-Task-Type / metadata.task_type is not a valid task type.",
+            code="invalid_field",
+            param="task_type",
+        )
     return CompletionJob(
         endpoint="chat",
         request_id=new_request_id(),
         caller=caller,
-        declared_caller=data.get("user") or "",
+        declared_caller=data.user,
         chat=ChatRequest(
-            messages=data["messages"],
-            max_tokens=max_tokens,
-            temperature=data.get("temperature"),
-            top_p=data.get("top_p"),
-            stop=data.get("stop") or (),
-            response_format=data.get("response_format"),
+            messages=data.messages,
+            max_tokens=data.max_completion_tokens or data.max_tokens,
+            temperature=data.temperature,
+            top_p=data.top_p,
+            stop=data.stop_sequences,
+            response_format=data.response_format,
         ),
         deadline=deadline_from_now(),
-        requested_model=data["model"],
+        requested_model=data.model,
         task_type=task_type,
-        stream=bool(data.get("stream")),
+        stream=data.stream,
         metadata=metadata,
     )
 
@@ -213,14 +214,11 @@ def _chat_job(request: HttpRequest, caller: Any, data: dict[str, Any]) -> Comple
 async def chat_completions(request: HttpRequest) -> HttpResponse:
     """OpenAI chat completions, whole or streamed as server-sent events."""
     caller = await authenticate(request)
-    serializer = ChatCompletionRequestSerializer(data=read_json_object(request))
-    if not serializer.is_valid():
-        raise validation_error(serializer.errors)
-    data = serializer.validated_data
+    data = parse_request(ChatCompletionRequest, read_json_object(request))
     job = _chat_job(request, caller, data)
     headers = {"X-Gateway-Request-Id": job.request_id}
     if job.stream:
-        include_usage = bool((data.get("stream_options") or {}).get("include_usage"))
+        include_usage = bool((data.stream_options or {}).get("include_usage"))
         return await _chat_stream(job, headers, include_usage)
     try:
         done = await completion_run(job)
@@ -393,8 +391,6 @@ async def classify_input(request: HttpRequest) -> HttpResponse:
     serializer = ClassifyRequestSerializer(data=read_json_object(request))
     if not serializer.is_valid():
         raise validation_error(serializer.errors)
-    from ..classify import classify
-
     snapshot = await current_snapshot()
     found = await classify(snapshot, serializer.validated_data["input"])
     choice = router.route_choice_for(

@@ -1,0 +1,147 @@
+"""A lean ASGI handler for the gateway API (``/v1/…`` and ``/health…``).
+
+Django's own ASGI handler runs every ``MiddlewareMixin`` hook, the ``request_started`` and
+``request_finished`` signals and ``response.close()`` through ``sync_to_async``, in a fresh thread per
+request: about forty thread hops for one API call, which multiplied the gateway's overhead several
+times over. The API views need none of that (no sessions, cookies, CSRF or templates; they touch the
+database only from worker threads), so this handler builds Django's request object, resolves the view
+with Django's URL resolver, awaits it and sends its response on the event loop. The admin and
+everything else keep Django's full handler. See docs/adr/0005-async-request-path.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from django.conf import settings
+from django.core.handlers.asgi import ASGIRequest
+from django.http import HttpResponse, HttpResponseBase, StreamingHttpResponse
+from django.urls import Resolver404, get_resolver
+
+logger = logging.getLogger(__name__)
+
+Scope = dict[str, Any]
+Message = dict[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+API_PREFIXES = ("/v1/", "/health")
+
+
+class ClientDisconnected(Exception):
+    pass
+
+
+def _error(status: int, message: str, code: str) -> HttpResponse:
+    body = {"error": {"message": message, "type": "invalid_request_error", "code": code, "param": None}}
+    return HttpResponse(orjson.dumps(body), status=status, content_type="application/json")
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes | None:
+    """The whole request body, or None when it exceeds ``limit`` (the rest is not read)."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnected
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _headers(response: HttpResponseBase) -> list[tuple[bytes, bytes]]:
+    headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.items()]
+    for cookie in response.cookies.values():
+        headers.append((b"set-cookie", cookie.output(header="").strip().encode("latin-1")))
+    return headers
+
+
+async def _send_streaming(response: StreamingHttpResponse, receive: Receive, send: Send) -> None:
+    """Relay an async streaming response; stop it when the client goes away."""
+
+    async def relay() -> None:
+        await send(
+            {"type": "http.response.start", "status": response.status_code, "headers": _headers(response)}
+        )
+        async for chunk in response:  # type: ignore[attr-defined]  # async iteration (ASGI)
+            await send({"type": "http.response.body", "body": bytes(chunk), "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def watch_disconnect() -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+
+    relay_task = asyncio.ensure_future(relay())
+    watch_task = asyncio.ensure_future(watch_disconnect())
+    try:
+        await asyncio.wait({relay_task, watch_task}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (relay_task, watch_task):
+            if not task.done():
+                # Cancelling the relay closes the view's generator, which audits the stream.
+                task.cancel()
+                try:
+                    await task
+                except (asyncio.CancelledError, Exception):  # noqa: BLE001
+                    pass
+    if relay_task.done() and not relay_task.cancelled() and relay_task.exception() is not None:
+        logger.error("stream relay failed", exc_info=relay_task.exception())
+
+
+class ApiHandler:
+    """Serves the API paths: Django request in, the view's response out, on the event loop."""
+
+    def __init__(self) -> None:
+        self._resolver = get_resolver()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        limit = settings.GATEWAY["MAX_BODY_BYTES"]
+        try:
+            body = await _read_body(receive, limit)
+        except ClientDisconnected:
+            return
+        if body is None:
+            response: HttpResponseBase = _error(
+                413, f"Request body larger than {limit} bytes.", "body_too_large"
+            )
+        else:
+            response = await self._respond(scope, body)
+        if isinstance(response, StreamingHttpResponse):
+            await _send_streaming(response, receive, send)
+            return
+        assert isinstance(response, HttpResponse)
+        content = response.content
+        headers = _headers(response)
+        headers.append((b"content-length", str(len(content)).encode()))
+        await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
+        await send({"type": "http.response.body", "body": content, "more_body": False})
+
+    async def _respond(self, scope: Scope, body: bytes) -> HttpResponseBase:
+        try:
+            request = ASGIRequest(scope, io.BytesIO(body))
+        except UnicodeDecodeError:
+            return _error(400, "The request path or headers are not valid UTF-8.", "bad_request")
+        try:
+            match = self._resolver.resolve(request.path_info)
+        except Resolver404:
+            return _error(404, f"No endpoint at {request.path_info}.", "not_found")
+        try:
+            response: HttpResponseBase = await match.func(request, *match.args, **match.kwargs)
+        except Exception:
+            logger.exception("unhandled error in %s", request.path_info)
+            return _error(500, "Internal error; the request was not completed.", "internal_error")
+        return response
+
+
+def is_api_path(scope: Scope) -> bool:
+    return scope["type"] == "http" and str(scope.get("path", "")).startswith(API_PREFIXES)

@@ -1,0 +1,185 @@
+"""Request models of the two completion endpoints (pydantic: validated in microseconds).
+
+They sit on the hot path, where DRF serializers cost more than the rest of the gateway's work per
+request (they deep-copy their fields on every instantiation); see docs/adr/0005-async-request-path.md.
+Every wrong field is reported, by name, in one 400.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, TypeVar
+
+from django.conf import settings
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from providers.base import Message
+
+from ..classify import valid_task_type
+from .common import ApiError
+
+ROLE_ALIASES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
+
+Temperature = Annotated[float | None, Field(default=None, ge=0, le=2)]
+TopP = Annotated[float | None, Field(default=None, ge=0, le=1)]
+
+
+def message_text(content: Any) -> str:
+    """OpenAI message content (a string or a list of text parts) as plain text."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        texts = []
+        for part in content:
+            if (
+                not isinstance(part, dict)
+                or part.get("type") != "text"
+                or not isinstance(part.get("text"), str)
+            ):
+                kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+                raise ValueError(f"unsupported content part {kind!r}; send text")
+            texts.append(part["text"])
+        return "".join(texts)
+    raise ValueError("content must be a string or a list of text parts")
+
+
+def to_messages(items: list[Any]) -> tuple[Message, ...]:
+    if not items:
+        raise ValueError("must be a non-empty list of messages")
+    messages = []
+    for index, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise ValueError(f"message {index} must be an object with role and content")
+        role = ROLE_ALIASES.get(item.get("role"))  # type: ignore[arg-type]
+        if role is None:
+            raise ValueError(
+                f"message {index}: role must be one of system, developer, user, assistant"
+            )
+        try:
+            messages.append(Message(role=role, content=message_text(item.get("content"))))
+        except ValueError as exc:
+            raise ValueError(f"message {index}: {exc}") from None
+    return tuple(messages)
+
+
+def check_max_tokens(value: int | None) -> int | None:
+    limit = settings.GATEWAY["MAX_OUTPUT_TOKENS"]
+    if value is not None and value > limit:
+        raise ValueError(f"must be at most {limit}")
+    return value
+
+
+class RequestModel(BaseModel):
+    # Unknown fields are ignored (SDKs send many); numbers and strings are not coerced.
+    model_config = ConfigDict(extra="ignore", strict=True, frozen=True)
+
+
+class CompletionRequest(RequestModel):
+    """The native ``POST /v1/completion`` request: the seeds' contract plus options."""
+
+    caller: Annotated[str, Field(max_length=100)] = ""
+    task_type: Annotated[str, Field(max_length=100)] = ""
+    input: str = ""
+    language: Annotated[str, Field(max_length=16)] = ""
+    messages: tuple[Message, ...] = ()
+    model: Annotated[str, Field(max_length=200)] = ""
+    tier: Literal["", "fast", "medium", "large", "external"] = ""
+    max_tokens: Annotated[int | None, Field(ge=1)] = None
+    temperature: Temperature = None
+    top_p: TopP = None
+    metadata: dict[str, Any] | None = None
+
+    _check_max_tokens = field_validator("max_tokens")(check_max_tokens)
+
+    @field_validator("messages", mode="plain")
+    @classmethod
+    def _messages(cls, value: Any) -> tuple[Message, ...]:
+        if not isinstance(value, list):
+            raise ValueError("must be a list of messages")
+        return to_messages(value)
+
+    @field_validator("task_type")
+    @classmethod
+    def _task_type(cls, value: str) -> str:
+        if value and not valid_task_type(value):
+            raise ValueError("use lowercase letters, digits, '-' and '_' (at most 100 characters)")
+        return value
+
+
+class ChatCompletionRequest(RequestModel):
+    """The OpenAI ``POST /v1/chat/completions`` request (the fields the gateway acts on)."""
+
+    model: Annotated[str, Field(min_length=1, max_length=200)]
+    messages: tuple[Message, ...]
+    stream: bool = False
+    stream_options: dict[str, Any] | None = None
+    max_tokens: Annotated[int | None, Field(ge=1)] = None
+    max_completion_tokens: Annotated[int | None, Field(ge=1)] = None
+    temperature: Temperature = None
+    top_p: TopP = None
+    stop: str | list[str] | None = None
+    n: Annotated[int | None, Field(ge=1, le=1)] = None
+    response_format: dict[str, Any] | None = None
+    user: Annotated[str, Field(max_length=200)] = ""
+    metadata: dict[str, Any] | None = None
+    tools: list[Any] | None = None
+
+    _check_max_tokens = field_validator("max_tokens", "max_completion_tokens")(check_max_tokens)
+
+    @field_validator("messages", mode="plain")
+    @classmethod
+    def _messages(cls, value: Any) -> tuple[Message, ...]:
+        if not isinstance(value, list):
+            raise ValueError("must be a list of messages")
+        return to_messages(value)
+
+    @field_validator("stop")
+    @classmethod
+    def _stop(cls, value: str | list[str] | None) -> str | list[str] | None:
+        if isinstance(value, list) and len(value) > 4:
+            raise ValueError("at most 4 stop sequences")
+        return value
+
+    @field_validator("tools")
+    @classmethod
+    def _tools(cls, value: list[Any] | None) -> list[Any] | None:
+        if value:
+            raise ValueError("tool calling is not supported by this gateway yet")
+        return value
+
+    @field_validator("response_format")
+    @classmethod
+    def _response_format(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None and value.get("type") not in {"text", "json_object", "json_schema"}:
+            raise ValueError("type must be text, json_object or json_schema")
+        return value
+
+    @property
+    def stop_sequences(self) -> tuple[str, ...]:
+        if self.stop is None:
+            return ()
+        return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
+
+
+M = TypeVar("M", bound=RequestModel)
+
+
+def parse_request(model: type[M], data: dict[str, Any]) -> M:
+    """Validate ``data`` or raise one 400 naming every wrong field."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        fields: dict[str, str] = {}
+        for error in exc.errors(include_url=False):
+            name = ".".join(str(part) for part in error["loc"]) or "body"
+            message = error["msg"].removeprefix("Value error, ")
+            fields.setdefault(name, message)
+        summary = "; ".join(f"{name}: {text}" for name, text in fields.items())
+        raise ApiError(
+            400,
+            f"Invalid request: {summary}",
+            code="invalid_field",
+            param=next(iter(fields)),
+            extra={"fields": fields},
+        ) from None
