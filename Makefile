@@ -16,7 +16,7 @@ install: $(STAMP)
 
 ## Set everything up and start simulator, gateway, Celery worker and beat (Ctrl-C stops them).
 run: install
-	$(BIN)/python scripts/run.py
+	$(BIN)/python scripts/make_run.py
 
 ## The whole suite: embedded defaults, then PostgreSQL + Redis when they answer (or can be started).
 test: install

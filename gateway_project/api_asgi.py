@@ -38,7 +38,9 @@ class ClientDisconnected(Exception):
 
 
 def _error(status: int, message: str, code: str) -> HttpResponse:
-    body = {"error": {"message": message, "type": "invalid_request_error", "code": code, "param": None}}
+    body = {
+        "error": {"message": message, "type": "invalid_request_error", "code": code, "param": None}
+    }
     return HttpResponse(orjson.dumps(body), status=status, content_type="application/json")
 
 
@@ -71,7 +73,11 @@ async def _send_streaming(response: StreamingHttpResponse, receive: Receive, sen
 
     async def relay() -> None:
         await send(
-            {"type": "http.response.start", "status": response.status_code, "headers": _headers(response)}
+            {
+                "type": "http.response.start",
+                "status": response.status_code,
+                "headers": _headers(response),
+            }
         )
         async for chunk in response:  # type: ignore[attr-defined]  # async iteration (ASGI)
             await send({"type": "http.response.body", "body": bytes(chunk), "more_body": True})
@@ -123,7 +129,9 @@ class ApiHandler:
         content = response.content
         headers = _headers(response)
         headers.append((b"content-length", str(len(content)).encode()))
-        await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
+        await send(
+            {"type": "http.response.start", "status": response.status_code, "headers": headers}
+        )
         await send({"type": "http.response.body", "body": content, "more_body": False})
 
     async def _respond(self, scope: Scope, body: bytes) -> HttpResponseBase:

@@ -3,10 +3,9 @@ from typing import Any
 from adminsortable2.admin import SortableAdminMixin
 from django import forms
 from django.contrib import admin
-from django.db import models
 from django.http import HttpRequest
 
-from .models import FallbackChainEntry, ModelDeployment, Provider
+from .models import FallbackChainEntry, ModelDeployment, Provider, validate_upstream_url
 from .services import (
     config_object_delete,
     config_object_save,
@@ -17,8 +16,6 @@ from .services import (
 
 class ConfigAdmin(admin.ModelAdmin):
     """Saves through services so every process reloads its routing snapshot."""
-
-    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
 
     def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
         config_object_save(obj=obj)
@@ -32,9 +29,9 @@ class ConfigAdmin(admin.ModelAdmin):
 
 
 class ProviderForm(forms.ModelForm):
-    base_url = forms.URLField(
+    base_url = forms.CharField(
         max_length=500,
-        assume_scheme="https",
+        validators=[validate_upstream_url],
         help_text="For OpenAI-compatible providers include the version prefix, e.g. .../v1.",
     )
     api_key = forms.CharField(

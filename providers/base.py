@@ -9,7 +9,7 @@ it is worth retrying. Retry, backoff, fallback and cooldown live in the router (
 from __future__ import annotations
 
 import enum
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -126,7 +126,7 @@ class ProviderAdapter(Protocol):
         """Send the request and return the whole answer, or raise :class:`ProviderError`."""
         ...
 
-    def stream(self, request: ChatRequest, target: Target) -> AsyncIterator[StreamChunk]:
+    def stream(self, request: ChatRequest, target: Target) -> AsyncGenerator[StreamChunk, None]:
         """Yield the answer as it arrives, or raise :class:`ProviderError`.
 
         Errors before the first chunk let the router fall over; errors after it surface as

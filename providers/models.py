@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from urllib.parse import urlsplit
 
 from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
@@ -23,6 +24,15 @@ class Tier(models.TextChoices):
 TIER_ORDER: tuple[str, ...] = tuple(t.value for t in Tier)
 
 
+def validate_upstream_url(value: str) -> None:
+    """An http(s) URL with a host; unlike URLValidator, single-label hosts (``ollama``) pass."""
+    parts = urlsplit(value)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise ValidationError("Enter an http:// or https:// URL with a host name.")
+    if parts.query or parts.fragment:
+        raise ValidationError("The base URL cannot carry a query string or fragment.")
+
+
 class Provider(models.Model):
     """An upstream endpoint speaking one wire protocol."""
 
@@ -34,8 +44,9 @@ class Provider(models.Model):
 
     name = models.SlugField(max_length=64, unique=True)
     kind = models.CharField(max_length=32, choices=Kind.choices)
-    base_url = models.URLField(
+    base_url = models.CharField(
         max_length=500,
+        validators=[validate_upstream_url],
         help_text="For OpenAI-compatible providers include the version prefix, e.g. .../v1.",
     )
     api_key_encrypted = models.TextField(blank=True, editable=False)

@@ -14,7 +14,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -95,7 +95,7 @@ class OpenStream:
 
     deployment: Deployment
     first: StreamChunk
-    chunks: AsyncIterator[StreamChunk]
+    chunks: AsyncGenerator[StreamChunk, None]
     attempts: list[Attempt]
     attempt: Attempt = field(repr=False, default=None)  # type: ignore[assignment]  # set at open
 
@@ -302,7 +302,7 @@ async def _walk(
             _in_flight[d.provider_id] = _in_flight.get(d.provider_id, 0) + 1
             try:
                 if stream:
-                    chunks = adapter.stream(request, target).__aiter__()
+                    chunks = adapter.stream(request, target)
                     try:
                         async with asyncio.timeout(remaining):
                             first = await anext(chunks)
@@ -313,7 +313,7 @@ async def _walk(
                             permanent=False,
                         ) from None
                     except TimeoutError:
-                        await chunks.aclose()  # type: ignore[attr-defined]
+                        await chunks.aclose()
                         raise ProviderError(
                             "no first byte before the deadline",
                             error_class=ErrorClass.TIMEOUT,

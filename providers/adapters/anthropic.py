@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any, ClassVar
 
 import httpx
@@ -151,7 +151,7 @@ class AnthropicAdapter:
         except (KeyError, TypeError, AttributeError, ValueError) as exc:
             raise malformed(self.label, f"unexpected body ({type(exc).__name__})") from exc
 
-    def stream(self, request: ChatRequest, target: Target) -> AsyncIterator[StreamChunk]:
+    def stream(self, request: ChatRequest, target: Target) -> AsyncGenerator[StreamChunk, None]:
         """Stream the answer over SSE; the chunk for ``message_stop`` carries finish and usage."""
         return stream_chunks(
             self._client,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any, ClassVar
 
 import httpx
@@ -108,7 +108,7 @@ class OllamaAdapter:
         except (KeyError, TypeError, AttributeError, ValueError) as exc:
             raise malformed(self.label, f"unexpected body ({type(exc).__name__})") from exc
 
-    def stream(self, request: ChatRequest, target: Target) -> AsyncIterator[StreamChunk]:
+    def stream(self, request: ChatRequest, target: Target) -> AsyncGenerator[StreamChunk, None]:
         """Stream the answer as NDJSON; the ``done: true`` line ends it with finish and usage."""
         return stream_chunks(
             self._client,
