@@ -144,12 +144,13 @@ class GatewayServer:
 
 
 @pytest.fixture(scope="session")
-def gateway_server(django_db_setup: None) -> Iterator[GatewayServer]:
+def gateway_server(django_db_setup: None, django_db_blocker: Any) -> Iterator[GatewayServer]:
     server = GatewayServer()
     server.start()
     yield server
     server.stop()
-    _close_server_connections()
+    with django_db_blocker.unblock():
+        _close_server_connections()
 
 
 def _close_server_connections() -> None:

@@ -258,3 +258,48 @@ def test_revoked_key_is_refused(gateway, simulator):
         headers={"Authorization": f"Bearer {key}"},
     )
     assert response.status_code == 401
+
+
+def test_caller_preference_overrides_the_task_route(gateway, simulator):
+    """An agent's own preference (seed ADR-004's agent-type map) decides where it starts."""
+    from routing.config import routing_config_changed
+    from routing.models import CallerPreference
+
+    sim_setup(simulator.url)
+    CallerPreference.objects.create(caller="architect-agent", start_tier="large")
+    routing_config_changed()
+    architect = new_api_key("architect-agent")
+    other = new_api_key("qa-agent")
+    for key, model in ((architect, "sim-large"), (other, "sim-fast")):
+        answer = httpx.post(
+            f"{gateway.url}/v1/completion", json={"input": "x"},
+            headers={"Authorization": f"Bearer {key}"},
+        ).json()  # fmt: skip
+        assert answer["model"] == model
+
+
+def test_cheap_model_classifies_when_no_rule_matches(client, simulator, settings):
+    """With a classifier model configured, an unmatched input is classified by asking it."""
+    from routing.config import routing_config_changed
+    from routing.models import TaskRoute
+
+    settings.GATEWAY = {**settings.GATEWAY, "CLASSIFIER_MODEL": "sim-medium"}
+    TaskRoute.objects.create(task_type="review", start_tier="large")
+    routing_config_changed()
+    simulator.configure("sim-medium", reply="review")
+    answer = client.post("/v1/completion", json={"input": "please look over my change"}).json()
+    assert answer["task_type"] == "review"
+    assert answer["model"] == "sim-large"
+    assert simulator.calls("sim-medium") == 1
+
+
+def test_deadline_cuts_a_slow_upstream(client, simulator, settings):
+    """A request whose deadline passes while the upstream is silent gets 504, not a hang."""
+    settings.GATEWAY = {**settings.GATEWAY, "REQUEST_DEADLINE_S": 0.5}
+    for model in ("sim-fast", "sim-medium", "sim-large", "sim-external"):
+        simulator.configure(model, latency_ms=2000)
+    started = time.monotonic()
+    response = client.post("/v1/completion", json={"input": "x"})
+    assert time.monotonic() - started < 1.5
+    assert response.status_code in (502, 504)
+    assert response.json()["error"]["attempts"][0]["error_class"] == "timeout"

@@ -209,3 +209,31 @@ def test_each_wire_protocol_answers(sdk):
                     .message.content
                 )
             assert "hello" in text.lower(), (model, stream, text)
+
+
+def test_client_closing_a_stream_is_audited(gateway, setup, simulator):
+    """A client that hangs up mid-stream leaves a record saying so, with what it received."""
+    import time
+
+    simulator.configure("sim-fast", words=60, token_interval_ms=50)
+    key = new_api_key("impatient")
+    with httpx.stream(
+        "POST",
+        f"{gateway.url}/v1/chat/completions",
+        json={"model": "fast", "messages": [{"role": "user", "content": "hi"}], "stream": True},
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=20,
+    ) as response:
+        for line in response.iter_lines():
+            if '"content":"' in line and '"content":""' not in line:
+                break
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        gateway.flush_audit()
+        record = AuditRecord.objects.filter(stream=True).first()
+        if record is not None:
+            break
+        time.sleep(0.1)
+    assert record is not None
+    assert record.status == "client_closed"
+    assert 0 < len(record.output.split()) < 60

@@ -1,0 +1,133 @@
+"""Gateway processes as operators run them: graceful shutdown, and several processes sharing Redis."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import free_port, wait_until_up
+from django.conf import settings
+from django.db import connection
+from factories import new_api_key, sim_setup
+
+from routing.config import routing_config_changed
+from routing.models import AuditRecord
+
+ROOT = Path(__file__).resolve().parents[2]
+
+needs_redis = pytest.mark.skipif(not settings.REDIS_URL, reason="shared state needs REDIS_URL")
+
+
+def test_database_url() -> str:
+    """A DATABASE_URL naming the test database this session created."""
+    name = connection.settings_dict["NAME"]
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{name}"
+    user = connection.settings_dict.get("USER") or "postgres"
+    host = connection.settings_dict.get("HOST") or "127.0.0.1"
+    port = connection.settings_dict.get("PORT") or 5432
+    return f"postgres://{user}@{host}:{port}/{name}"
+
+
+test_database_url.__test__ = False  # type: ignore[attr-defined]  # a helper, not a test
+
+
+@pytest.fixture
+def start_gateway(gateway) -> Iterator[Callable[..., tuple[subprocess.Popen[bytes], str]]]:
+    """Start gateway processes (uvicorn, as in production) on the test database."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(**extra_env: str) -> tuple[subprocess.Popen[bytes], str]:
+        port = free_port()
+        env = {
+            **os.environ,
+            "DATABASE_URL": test_database_url(),
+            "GATEWAY_HEALTH_CHECK_INTERVAL_S": "0",
+            "GATEWAY_CONFIG_CHECK_INTERVAL_S": "0",
+            "GATEWAY_API_KEY_CACHE_S": "0",
+            "GATEWAY_BACKOFF_BASE_S": "0.01",
+            "LOG_LEVEL": "WARNING",
+            **extra_env,
+        }
+        if settings.REDIS_URL:
+            env["REDIS_URL"] = settings.REDIS_URL
+        process = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "gateway_project.asgi:application",
+             "--host", "127.0.0.1", "--port", str(port), "--lifespan", "on", "--no-access-log"],
+            cwd=ROOT, env=env,
+        )  # fmt: skip
+        started.append(process)
+        url = f"http://127.0.0.1:{port}"
+        wait_until_up(f"{url}/health/ready", timeout=30)
+        return process, url
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def ask(url: str, key: str) -> dict:
+    response = httpx.post(
+        f"{url}/v1/completion", json={"input": "hi"}, headers={"Authorization": f"Bearer {key}"},
+        timeout=20,
+    )  # fmt: skip
+    assert response.status_code == 200, response.text
+    data: dict = response.json()
+    return data
+
+
+def test_graceful_shutdown_writes_every_queued_record(start_gateway, simulator):
+    """SIGTERM flushes the audit queue: every answered request has its record."""
+    sim_setup(simulator.url)
+    key = new_api_key()
+    process, url = start_gateway(
+        GATEWAY_AUDIT_FLUSH_INTERVAL_S="3600", GATEWAY_AUDIT_BATCH_SIZE="100000"
+    )
+    ids = {ask(url, key)["id"] for _ in range(25)}
+    assert AuditRecord.objects.filter(request_id__in=ids).count() == 0  # still queued
+    process.send_signal(signal.SIGTERM)
+    # uvicorn shuts down gracefully, then re-raises the signal it caught.
+    assert process.wait(timeout=30) in (0, -signal.SIGTERM)
+    assert AuditRecord.objects.filter(request_id__in=ids).count() == 25
+
+
+@needs_redis
+def test_cooldown_tripped_in_one_process_is_seen_by_another(start_gateway, simulator):
+    """With Redis, a deployment cooled down by process A is skipped by process B without a call."""
+    sim_setup(simulator.url)
+    key = new_api_key()
+    _, url_a = start_gateway()
+    _, url_b = start_gateway()
+    simulator.configure("sim-fast", status=503)
+    ask(url_a, key)
+    ask(url_a, key)  # the third failure cools sim-fast down
+    calls = simulator.calls("sim-fast")
+    answer = ask(url_b, key)
+    assert answer["model"] == "sim-medium"
+    assert answer["attempts"][0]["outcome"] == "skipped"
+    assert simulator.calls("sim-fast") == calls
+
+
+@needs_redis
+def test_config_change_reaches_every_process(start_gateway, simulator):
+    """With Redis, a config change made anywhere is used by every process on its next request."""
+    from providers.models import ModelDeployment
+
+    sim_setup(simulator.url)
+    key = new_api_key()
+    _, url_a = start_gateway()
+    _, url_b = start_gateway()
+    assert ask(url_a, key)["model"] == ask(url_b, key)["model"] == "sim-fast"
+    ModelDeployment.objects.filter(public_name="sim-fast").update(enabled=False)
+    routing_config_changed()
+    time.sleep(0.05)
+    assert ask(url_a, key)["model"] == ask(url_b, key)["model"] == "sim-medium"
