@@ -4,8 +4,9 @@ With ``REDIS_URL`` set it lives in Redis, so several processes on several hosts 
 it, in a dictionary of this process (the embedded default runs one gateway process). The hot path
 uses the async methods; admin actions and management commands use the sync ones.
 
-If Redis stops answering, calls fall back to the local store and log once per minute: routing keeps
-working on per-process state rather than failing requests
+If Redis stops answering, calls fall back to the local store (and stay there for a few seconds before
+trying Redis again, so no request waits on a dead connection) and a warning is logged once a minute:
+routing keeps working on per-process state rather than failing requests
 (docs/adr/0008-embedded-defaults-and-shared-state.md).
 """
 
@@ -23,6 +24,7 @@ from django.conf import settings
 logger = logging.getLogger(__name__)
 
 KEY_PREFIX = "gw:"
+REDIS_RETRY_AFTER_S = 5.0
 
 
 class LocalState:
@@ -91,10 +93,12 @@ class SharedState:
             weakref.WeakKeyDictionary()
         )
         self._last_warning = 0.0
+        self._redis_down_until = 0.0
 
     @property
     def uses_redis(self) -> bool:
-        return bool(self.redis_url)
+        """Whether to try Redis now: configured, and not failed within the last few seconds."""
+        return bool(self.redis_url) and time.monotonic() >= self._redis_down_until
 
     # -- clients ---------------------------------------------------------------------------
     def _sync(self) -> Any:
@@ -120,6 +124,8 @@ class SharedState:
 
     def _redis_failed(self, exc: Exception) -> None:
         now = time.monotonic()
+        # Don't make every request wait for a connect timeout while Redis is away.
+        self._redis_down_until = now + REDIS_RETRY_AFTER_S
         if now - self._last_warning > 60:
             self._last_warning = now
             logger.warning("shared state: Redis unavailable, using per-process state: %s", exc)
@@ -195,6 +201,16 @@ class SharedState:
             self._redis_failed(exc)
             return self.local.get_many([key])[0]
 
+    def set(self, key: str, value: str, ttl: float | None = None) -> None:
+        if not self.uses_redis:
+            self.local.set(key, value, ttl)
+            return
+        try:
+            self._sync().set(KEY_PREFIX + key, value, px=int(ttl * 1000) if ttl else None)
+        except Exception as exc:  # noqa: BLE001
+            self._redis_failed(exc)
+            self.local.set(key, value, ttl)
+
     def incr(self, key: str) -> int:
         """Increment a counter that never expires (used for config versions)."""
         if not self.uses_redis:
@@ -218,6 +234,7 @@ class SharedState:
     def clear(self) -> None:
         """Forget everything this gateway keeps here (tests use it between cases)."""
         self.local.clear()
+        self._redis_down_until = 0.0
         if self.uses_redis:
             client = self._sync()
             keys = list(client.scan_iter(match=KEY_PREFIX + "*", count=1000))

@@ -1,4 +1,4 @@
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from adminsortable2.admin import SortableAdminMixin
 from django import forms
@@ -6,6 +6,7 @@ from django.contrib import admin
 from django.http import HttpRequest
 
 from .models import FallbackChainEntry, ModelDeployment, Provider, validate_upstream_url
+from .selectors import provider_runtime_status
 from .services import (
     config_object_delete,
     config_object_save,
@@ -13,8 +14,19 @@ from .services import (
     provider_save,
 )
 
+if TYPE_CHECKING:
+    # Generic in django-stubs only: Django's admin and form classes cannot be subscripted at
+    # runtime. ConfigAdmin serves several models, hence Any.
+    _ConfigAdminBase = admin.ModelAdmin[Any]
+    _ProviderFormBase = forms.ModelForm[Provider]
+    _ModelDeploymentInlineBase = admin.TabularInline[ModelDeployment, Provider]
+else:
+    _ConfigAdminBase = admin.ModelAdmin
+    _ProviderFormBase = forms.ModelForm
+    _ModelDeploymentInlineBase = admin.TabularInline
 
-class ConfigAdmin(admin.ModelAdmin):
+
+class ConfigAdmin(_ConfigAdminBase):
     """Saves through services so every process reloads its routing snapshot."""
 
     def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
@@ -28,7 +40,7 @@ class ConfigAdmin(admin.ModelAdmin):
             config_object_delete(obj=obj)
 
 
-class ProviderForm(forms.ModelForm):
+class ProviderForm(_ProviderFormBase):
     base_url = forms.CharField(
         max_length=500,
         validators=[validate_upstream_url],
@@ -50,7 +62,7 @@ class ProviderForm(forms.ModelForm):
         ]  # fmt: skip
 
 
-class ModelDeploymentInline(admin.TabularInline):
+class ModelDeploymentInline(_ModelDeploymentInlineBase):
     model = ModelDeployment
     extra = 0
     fields = (
@@ -62,7 +74,7 @@ class ModelDeploymentInline(admin.TabularInline):
 @admin.register(Provider)
 class ProviderAdmin(ConfigAdmin):
     form = ProviderForm
-    list_display = ("name", "kind", "base_url", "key_status", "enabled", "updated_at")
+    list_display = ("name", "kind", "base_url", "key_status", "runtime_status", "enabled")
     list_filter = ("kind", "enabled")
     list_editable = ("enabled",)
     search_fields = ("name", "base_url")
@@ -75,6 +87,10 @@ class ProviderAdmin(ConfigAdmin):
         if obj.api_key_env:
             return f"from ${obj.api_key_env}"
         return "none"
+
+    @admin.display(description="status")
+    def runtime_status(self, obj: Provider) -> str:
+        return provider_runtime_status(provider_id=obj.id) if obj.enabled else "disabled"
 
     def save_model(self, request: HttpRequest, obj: Provider, form: Any, change: bool) -> None:
         provider_save(
@@ -101,8 +117,9 @@ class ModelDeploymentAdmin(ConfigAdmin):
     search_fields = ("public_name", "upstream_model")
 
 
+# adminsortable2 ships no type information, so its mixin is Any to mypy.
 @admin.register(FallbackChainEntry)
-class FallbackChainAdmin(SortableAdminMixin, ConfigAdmin):
+class FallbackChainAdmin(SortableAdminMixin, ConfigAdmin):  # type: ignore[misc]
     """The external chain; drag rows to reorder it."""
 
     list_display = ("position", "provider", "provider_enabled")

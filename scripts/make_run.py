@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -160,6 +161,11 @@ def main() -> None:
         else ("embedded defaults (SQLite, in-process cache, filesystem Celery broker)")
     )
     say(f"configuration: {mode}")
+    # Gateway workers are separate processes: Prometheus counters are aggregated through files.
+    metrics_dir = DATA_DIR / "prometheus"
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir()
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
     manage("migrate", "--noinput", "-v", "0")
     password = ensure_admin()
     try:

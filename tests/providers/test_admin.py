@@ -84,3 +84,16 @@ def test_audit_records_are_read_only(admin_client):
     page = admin_client.get(f"/admin/routing/auditrecord/{record.id}/change/")
     assert page.status_code == 200 and b'name="_save"' not in page.content
     assert admin_client.get(f"/admin/routing/auditrecord/{record.id}/delete/").status_code == 403
+
+
+def test_rejected_key_shows_in_the_provider_list(admin_client):
+    """After an upstream rejects a provider's key, the admin's provider list says so."""
+    from gateway_project.shared_state import shared_state
+
+    provider = Provider.objects.get(name="local-ollama")
+    shared_state().set(f"cool:p:{provider.id}", "API key rejected (HTTP 401)", 60)
+    try:
+        listing = admin_client.get("/admin/providers/provider/")
+        assert b"API key rejected (HTTP 401)" in listing.content
+    finally:
+        shared_state().delete(f"cool:p:{provider.id}")
