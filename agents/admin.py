@@ -1,3 +1,5 @@
+from typing import TYPE_CHECKING
+
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
@@ -5,8 +7,17 @@ from django.http import HttpRequest
 from .models import Agent, ApiKey
 from .services import api_key_create, api_key_revoke
 
+if TYPE_CHECKING:
+    # Generic in django-stubs only: Django's admin classes cannot be subscripted at runtime.
+    _ApiKeyInlineBase = admin.TabularInline[ApiKey, Agent]
+    _AgentAdminBase = admin.ModelAdmin[Agent]
+    _ApiKeyAdminBase = admin.ModelAdmin[ApiKey]
+else:
+    _ApiKeyInlineBase = admin.TabularInline
+    _AgentAdminBase = _ApiKeyAdminBase = admin.ModelAdmin
 
-class ApiKeyInline(admin.TabularInline):
+
+class ApiKeyInline(_ApiKeyInlineBase):
     model = ApiKey
     extra = 0
     fields = ("prefix", "label", "created_at", "revoked_at")
@@ -19,7 +30,7 @@ class ApiKeyInline(admin.TabularInline):
 
 
 @admin.register(Agent)
-class AgentAdmin(admin.ModelAdmin):
+class AgentAdmin(_AgentAdminBase):
     list_display = ("name", "description", "is_active", "created_at")
     search_fields = ("name", "description")
     inlines = [ApiKeyInline]
@@ -37,7 +48,7 @@ class AgentAdmin(admin.ModelAdmin):
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(admin.ModelAdmin):
+class ApiKeyAdmin(_ApiKeyAdminBase):
     list_display = ("prefix", "agent", "label", "created_at", "revoked_at")
     list_filter = ("agent",)
     search_fields = ("prefix", "agent__name", "label")

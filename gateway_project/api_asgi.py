@@ -79,7 +79,7 @@ async def _send_streaming(response: StreamingHttpResponse, receive: Receive, sen
                 "headers": _headers(response),
             }
         )
-        async for chunk in response:  # type: ignore[attr-defined]  # async iteration (ASGI)
+        async for chunk in response:
             await send({"type": "http.response.body", "body": bytes(chunk), "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 

@@ -9,7 +9,9 @@ See docs/adr/0008-embedded-defaults-and-shared-state.md.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any, TypedDict
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -105,7 +107,8 @@ ASGI_APPLICATION = "gateway_project.asgi.application"
 # --- Database -------------------------------------------------------------------------------
 DATABASE_URL = os.environ.get("DATABASE_URL", "")
 if DATABASE_URL:
-    DATABASES = {
+    # Mapping: dj_database_url types its config as a TypedDict, not a dict.
+    DATABASES: dict[str, Mapping[str, Any]] = {
         "default": dj_database_url.parse(DATABASE_URL, conn_max_age=600, conn_health_checks=True)
     }
 else:
@@ -211,7 +214,32 @@ if not GATEWAY_ENCRYPTION_KEY and not DEBUG:
         "fernet import Fernet; print(Fernet.generate_key().decode())')."
     )
 
-GATEWAY = {
+
+class GatewaySettings(TypedDict):
+    """The value types of ``GATEWAY`` (mixed, so without this mypy sees each value as ``object``)."""
+
+    MAX_RETRIES: int
+    BACKOFF_BASE_S: float
+    BACKOFF_CAP_S: float
+    RETRY_AFTER_CAP_S: float
+    FAILURE_THRESHOLD: int
+    COOLDOWN_S: float
+    MAX_COOLDOWN_S: float
+    AUTH_FAILURE_COOLDOWN_S: float
+    REQUEST_DEADLINE_S: float
+    MAX_BODY_BYTES: int
+    MAX_OUTPUT_TOKENS: int
+    AUDIT_STORE: str
+    AUDIT_FLUSH_INTERVAL_S: float
+    AUDIT_BATCH_SIZE: int
+    CONFIG_CHECK_INTERVAL_S: float
+    API_KEY_CACHE_S: float
+    HEALTH_CHECK_INTERVAL_S: float
+    CLASSIFIER_MODEL: str
+    DEFAULT_TASK_TYPE: str
+
+
+GATEWAY: GatewaySettings = {
     # Retries of one deployment before falling over to the next (transient errors only).
     "MAX_RETRIES": env_int("GATEWAY_MAX_RETRIES", 1),
     "BACKOFF_BASE_S": env_float("GATEWAY_BACKOFF_BASE_S", 0.1),

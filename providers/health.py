@@ -9,13 +9,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from django.conf import settings
 from django.utils import timezone
 
 from gateway_project.shared_state import shared_state
+
+if TYPE_CHECKING:
+    from routing.config import Deployment
 
 logger = logging.getLogger(__name__)
 
@@ -32,12 +35,12 @@ async def probe_providers() -> dict[str, dict[str, Any]]:
 
     snapshot = await current_snapshot()
     interval = settings.GATEWAY["HEALTH_CHECK_INTERVAL_S"]
-    first_per_provider = {}
+    first_per_provider: dict[int, Deployment] = {}
     for deployment in snapshot.deployments:
         if deployment.has_credentials:
             first_per_provider.setdefault(deployment.provider_id, deployment)
 
-    async def probe_one(deployment: Any) -> tuple[int, dict[str, Any]]:
+    async def probe_one(deployment: Deployment) -> tuple[int, dict[str, Any]]:
         started = time.monotonic()
         target = deployment.target
         error = ""

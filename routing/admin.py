@@ -1,4 +1,4 @@
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.contrib import admin
 from django.core.paginator import Paginator
@@ -8,6 +8,14 @@ from django.utils.functional import cached_property
 from providers.admin import ConfigAdmin
 
 from .models import AuditRecord, CallerPreference, ClassificationRule, TaskRoute
+
+if TYPE_CHECKING:
+    # Generic in django-stubs only: Django's classes cannot be subscripted at runtime.
+    _PaginatorBase = Paginator[AuditRecord]
+    _AuditRecordAdminBase = admin.ModelAdmin[AuditRecord]
+else:
+    _PaginatorBase = Paginator
+    _AuditRecordAdminBase = admin.ModelAdmin
 
 
 @admin.register(TaskRoute)
@@ -29,7 +37,7 @@ class ClassificationRuleAdmin(ConfigAdmin):
     list_editable = ("priority", "enabled")
 
 
-class CappedPaginator(Paginator):
+class CappedPaginator(_PaginatorBase):
     """Never counts a large audit table: pages are browsed, not totalled."""
 
     @cached_property
@@ -38,7 +46,7 @@ class CappedPaginator(Paginator):
 
 
 @admin.register(AuditRecord)
-class AuditRecordAdmin(admin.ModelAdmin):
+class AuditRecordAdmin(_AuditRecordAdminBase):
     """Read-only: nobody adds, changes or deletes audit records."""
 
     list_display = (

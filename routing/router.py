@@ -237,7 +237,7 @@ async def _record_success(d: Deployment, seconds: float) -> None:
 
 def _backoff(retry: int) -> float:
     gw = settings.GATEWAY
-    return min(gw["BACKOFF_CAP_S"], gw["BACKOFF_BASE_S"] * (2**retry)) * random.uniform(0.5, 1.0)
+    return min(gw["BACKOFF_CAP_S"], gw["BACKOFF_BASE_S"] * (2.0**retry)) * random.uniform(0.5, 1.0)
 
 
 def _attempt(d: Deployment, outcome: str, **kwargs: Any) -> Attempt:

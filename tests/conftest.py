@@ -51,12 +51,14 @@ def pytest_configure(config: pytest.Config) -> None:
 def _test_tunables() -> None:
     """Fast flushes and short backoffs, and no background health probes unless a test asks."""
     settings.GATEWAY.update(
-        AUDIT_FLUSH_INTERVAL_S=0.05,
-        BACKOFF_BASE_S=0.01,
-        BACKOFF_CAP_S=0.05,
-        HEALTH_CHECK_INTERVAL_S=0,
-        CONFIG_CHECK_INTERVAL_S=0,
-        API_KEY_CACHE_S=0,
+        {
+            "AUDIT_FLUSH_INTERVAL_S": 0.05,
+            "BACKOFF_BASE_S": 0.01,
+            "BACKOFF_CAP_S": 0.05,
+            "HEALTH_CHECK_INTERVAL_S": 0,
+            "CONFIG_CHECK_INTERVAL_S": 0,
+            "API_KEY_CACHE_S": 0,
+        }
     )
 
 

@@ -12,7 +12,7 @@ from routing.config import routing_config_changed
 from routing.models import TaskRoute
 
 
-class ProviderFactory(factory.django.DjangoModelFactory):
+class ProviderFactory(factory.django.DjangoModelFactory[Provider]):
     class Meta:
         model = Provider
         django_get_or_create = ("name",)
@@ -26,7 +26,7 @@ class ProviderFactory(factory.django.DjangoModelFactory):
     enabled = True
 
 
-class DeploymentFactory(factory.django.DjangoModelFactory):
+class DeploymentFactory(factory.django.DjangoModelFactory[ModelDeployment]):
     class Meta:
         model = ModelDeployment
 
@@ -53,33 +53,37 @@ class SimSetup:
 
 def sim_setup(simulator_url: str) -> SimSetup:
     """fast → Ollama protocol, medium → OpenAI, large → Anthropic, external → Gemini."""
-    ollama = ProviderFactory(name="sim-ollama", kind=Provider.Kind.OLLAMA, base_url=simulator_url)
-    openai = ProviderFactory(name="sim-openai", base_url=f"{simulator_url}/v1")
-    anthropic = ProviderFactory(
+    ollama = ProviderFactory.create(
+        name="sim-ollama", kind=Provider.Kind.OLLAMA, base_url=simulator_url
+    )
+    openai = ProviderFactory.create(name="sim-openai", base_url=f"{simulator_url}/v1")
+    anthropic = ProviderFactory.create(
         name="sim-anthropic", kind=Provider.Kind.ANTHROPIC, base_url=simulator_url
     )
-    gemini = ProviderFactory(name="sim-gemini", kind=Provider.Kind.GEMINI, base_url=simulator_url)
+    gemini = ProviderFactory.create(
+        name="sim-gemini", kind=Provider.Kind.GEMINI, base_url=simulator_url
+    )
     setup = SimSetup(
         ollama=ollama,
         openai=openai,
         anthropic=anthropic,
         gemini=gemini,
-        fast=DeploymentFactory(provider=ollama, upstream_model="sim-fast", tier="fast"),
-        medium=DeploymentFactory(
+        fast=DeploymentFactory.create(provider=ollama, upstream_model="sim-fast", tier="fast"),
+        medium=DeploymentFactory.create(
             provider=openai,
             upstream_model="sim-medium",
             tier="medium",
             input_cost_per_mtok=1,
             output_cost_per_mtok=2,
         ),
-        large=DeploymentFactory(
+        large=DeploymentFactory.create(
             provider=anthropic,
             upstream_model="sim-large",
             tier="large",
             input_cost_per_mtok=3,
             output_cost_per_mtok=15,
         ),
-        external=DeploymentFactory(
+        external=DeploymentFactory.create(
             provider=gemini,
             upstream_model="sim-external",
             tier="external",

@@ -10,11 +10,11 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 import orjson
-from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBase, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from agents.selectors import Caller
@@ -48,7 +48,8 @@ from .serializers import ClassifyRequestSerializer
 
 logger = logging.getLogger(__name__)
 
-View = Callable[..., Awaitable[HttpResponse]]
+# A coroutine function, as Django (and django-stubs' path()) expects of an async view.
+View = Callable[..., Coroutine[Any, Any, HttpResponseBase]]
 
 LANGUAGE_NAMES = {
     "en": "English", "de": "German", "fr": "French", "es": "Spanish", "it": "Italian",
@@ -62,7 +63,7 @@ def api_endpoint(method: str) -> Callable[[View], View]:
     def decorate(view: View) -> View:
         @csrf_exempt
         @functools.wraps(view)
-        async def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        async def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponseBase:
             if request.method != method:
                 return error_response(
                     ApiError(405, f"Use {method} for this endpoint.", code="method_not_allowed")
@@ -211,7 +212,7 @@ def _chat_job(request: HttpRequest, caller: Caller, data: ChatCompletionRequest)
 
 
 @api_endpoint("POST")
-async def chat_completions(request: HttpRequest) -> HttpResponse:
+async def chat_completions(request: HttpRequest) -> HttpResponseBase:
     """OpenAI chat completions, whole or streamed as server-sent events."""
     caller = await authenticate(request)
     data = parse_request(ChatCompletionRequest, read_json_object(request))
@@ -261,7 +262,7 @@ async def chat_completions(request: HttpRequest) -> HttpResponse:
 
 async def _chat_stream(
     job: CompletionJob, headers: dict[str, str], include_usage: bool
-) -> HttpResponse:
+) -> StreamingHttpResponse:
     try:
         opened = await completion_stream_open(job)
     except UnknownModel as exc:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from django.utils import timezone
 
@@ -12,7 +14,7 @@ from routing.models import AuditRecord
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-def row(n: int) -> dict:
+def row(n: int) -> dict[str, Any]:
     now = timezone.now()
     return {
         "request_id": f"call-{n}", "endpoint": "completion", "caller": "t", "status": "completed",

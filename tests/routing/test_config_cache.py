@@ -50,7 +50,12 @@ async def test_snapshot_is_reused_without_queries(settings, monkeypatch):
 
     builds = []
     real_build = config.build_snapshot
-    monkeypatch.setattr(config, "build_snapshot", lambda v: builds.append(v) or real_build(v))
+
+    def counting_build(v):
+        builds.append(v)
+        return real_build(v)
+
+    monkeypatch.setattr(config, "build_snapshot", counting_build)
     settings.GATEWAY = {**settings.GATEWAY, "CONFIG_CHECK_INTERVAL_S": 60}
     snapshot_cache.clear()
     first = await current_snapshot()

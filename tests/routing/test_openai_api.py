@@ -150,6 +150,7 @@ def test_unknown_model_is_a_404_the_sdk_understands(sdk):
     """An unknown model raises the SDK's NotFoundError with OpenAI's error body."""
     with pytest.raises(openai.NotFoundError) as raised:
         sdk.chat.completions.create(model="gpt-9", messages=[{"role": "user", "content": "x"}])
+    assert isinstance(raised.value.body, dict)  # the SDK types it as object
     assert raised.value.body["code"] == "model_not_found"
 
 
@@ -167,6 +168,7 @@ def test_bad_requests_raise_sdk_errors(sdk):
             messages=[{"role": "user", "content": "x"}],
             extra_body={"api_base": "http://x"},
         )
+    assert isinstance(raised.value.body, dict)  # the SDK types it as object
     assert raised.value.body["code"] == "forbidden_field"
 
 

@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -75,13 +76,13 @@ def start_gateway(gateway) -> Iterator[Callable[..., tuple[subprocess.Popen[byte
             process.wait()
 
 
-def ask(url: str, key: str) -> dict:
+def ask(url: str, key: str) -> dict[str, Any]:
     response = httpx.post(
         f"{url}/v1/completion", json={"input": "hi"}, headers={"Authorization": f"Bearer {key}"},
         timeout=20,
     )  # fmt: skip
     assert response.status_code == 200, response.text
-    data: dict = response.json()
+    data: dict[str, Any] = response.json()
     return data
 
 
