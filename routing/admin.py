@@ -2,8 +2,10 @@ from typing import TYPE_CHECKING, Any
 
 from django.contrib import admin
 from django.core.paginator import Paginator
+from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.functional import cached_property
+from django.utils.html import format_html, format_html_join
 
 from providers.admin import ConfigAdmin
 
@@ -38,11 +40,14 @@ class ClassificationRuleAdmin(ConfigAdmin):
 
 
 class CappedPaginator(_PaginatorBase):
-    """Never counts a large audit table: pages are browsed, not totalled."""
+    """Counts at most ``CAP`` rows, so a large audit table is never counted in full."""
+
+    CAP = 10_000
 
     @cached_property
     def count(self) -> int:
-        return 10_000
+        queryset: QuerySet[AuditRecord] = self.object_list  # type: ignore[assignment]  # the admin passes a QuerySet
+        return queryset[: self.CAP].count()
 
 
 @admin.register(AuditRecord)
@@ -51,21 +56,55 @@ class AuditRecordAdmin(_AuditRecordAdminBase):
 
     list_display = (
         "request_id", "created_at", "caller", "task_type", "model", "provider", "tier", "status",
-        "http_status", "latency_ms", "tokens_in", "tokens_out", "cost_usd", "attempt_count",
+        "http_status", "latency_ms", "tokens_in", "tokens_out", "cost_usd", "route",
     )  # fmt: skip
-    list_filter = ("status", "endpoint", "tier", "stream")
-    search_fields = ("request_id", "caller", "task_type", "model")
-    date_hierarchy = None
+    list_filter = ("status", "endpoint", "tier", "stream", "http_status")
+    search_fields = ("request_id", "caller", "agent", "task_type", "model")
     paginator = CappedPaginator
     show_full_result_count = False
     list_per_page = 50
+    fieldsets = (
+        (None, {"fields": ("request_id", "status", "http_status", "error", "created_at",
+                           "finished_at", "latency_ms")}),
+        ("Who and what", {"fields": ("endpoint", "caller", "agent", "api_key_prefix", "task_type",
+                                     "requested_model", "stream", "metadata")}),
+        ("Routing", {"fields": ("provider", "model", "tier", "attempts_table")}),
+        ("Usage", {"fields": ("tokens_in", "tokens_out", "cost_usd")}),
+        ("Content", {"fields": ("prompt", "output", "prompt_sha256", "output_sha256")}),
+    )  # fmt: skip
+
+    @admin.display(description="route")
+    def route(self, obj: AuditRecord) -> str:
+        """The path the request took, e.g. "demo-fast ✗✗ → demo-medium ✓"."""
+        steps: list[str] = []
+        for attempt in obj.attempts:
+            mark = {"ok": "✓", "error": "✗", "skipped": "-"}.get(attempt.get("outcome", ""), "!")
+            model = attempt.get("model", "?")
+            if steps and steps[-1].startswith(model + " "):
+                steps[-1] += mark
+            else:
+                steps.append(f"{model} {mark}")
+        return " → ".join(steps)
 
     @admin.display(description="attempts")
-    def attempt_count(self, obj: AuditRecord) -> int:
-        return len(obj.attempts)
+    def attempts_table(self, obj: AuditRecord) -> str:
+        columns = ("provider", "model", "tier", "outcome", "error_class", "status_code",
+                   "latency_ms", "detail")  # fmt: skip
+        header = format_html_join("", "<th>{}</th>", ((c.replace("_", " "),) for c in columns))
+        rows = format_html_join(
+            "",
+            "<tr>{}</tr>",
+            (
+                (format_html_join("", "<td>{}</td>", ((a.get(c, ""),) for c in columns)),)
+                for a in obj.attempts
+            ),
+        )
+        return format_html(
+            "<table><thead><tr>{}</tr></thead><tbody>{}</tbody></table>", header, rows
+        )
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
-        return [f.name for f in AuditRecord._meta.fields]
+        return [f.name for f in AuditRecord._meta.fields] + ["attempts_table"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

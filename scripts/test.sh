@@ -8,8 +8,10 @@ BIN=.venv/bin
 PG_URL="${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}"
 REDIS="${TEST_REDIS_URL:-redis://127.0.0.1:6379/0}"
 
-echo "== ruff"
+echo "== ruff and mypy"
 $BIN/ruff check . || exit 1
+$BIN/ruff format --check . >/dev/null || { $BIN/ruff format --check .; exit 1; }
+$BIN/mypy . || exit 1
 
 services_up() {
   $BIN/python - "$PG_URL" "$REDIS" <<'PY'
