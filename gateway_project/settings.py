@@ -171,6 +171,7 @@ USE_I18N = True
 USE_TZ = True
 STATIC_URL = "static/"
 STATIC_ROOT = DATA_DIR / "static"
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # collectstatic's target; WhiteNoise expects it
 # The admin's CSS and JS, served by the gateway itself (straight from the apps, so no collectstatic).
 WHITENOISE_USE_FINDERS = True
 
@@ -235,6 +236,7 @@ class GatewaySettings(TypedDict):
     AUDIT_STORE: str
     AUDIT_FLUSH_INTERVAL_S: float
     AUDIT_BATCH_SIZE: int
+    SHARED_STATE_READ_CACHE_S: float
     CONFIG_CHECK_INTERVAL_S: float
     API_KEY_CACHE_S: float
     HEALTH_CHECK_INTERVAL_S: float
@@ -261,6 +263,8 @@ GATEWAY: GatewaySettings = {
     "AUDIT_STORE": os.environ.get("GATEWAY_AUDIT_STORE", "full"),
     "AUDIT_FLUSH_INTERVAL_S": env_float("GATEWAY_AUDIT_FLUSH_INTERVAL_S", 0.25),
     "AUDIT_BATCH_SIZE": env_int("GATEWAY_AUDIT_BATCH_SIZE", 500),
+    # With Redis, how long a process reuses one read of the cooldown keys (its own writes apply at once).
+    "SHARED_STATE_READ_CACHE_S": env_float("GATEWAY_SHARED_STATE_READ_CACHE_S", 0.25),
     # How often a process asks the shared cache whether the routing config changed.
     "CONFIG_CHECK_INTERVAL_S": env_float("GATEWAY_CONFIG_CHECK_INTERVAL_S", 0.5),
     "API_KEY_CACHE_S": env_float("GATEWAY_API_KEY_CACHE_S", 5.0),

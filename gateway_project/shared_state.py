@@ -94,6 +94,8 @@ class SharedState:
         )
         self._last_warning = 0.0
         self._redis_down_until = 0.0
+        # keys → (fresh until, values, refresh in progress); see aget_many_cached.
+        self._read_cache: dict[tuple[str, ...], tuple[float, list[str | None], bool]] = {}
 
     @property
     def uses_redis(self) -> bool:
@@ -116,9 +118,16 @@ class SharedState:
         if client is None:
             import redis.asyncio
 
-            client = redis.asyncio.Redis.from_url(
-                self.redis_url, socket_timeout=0.5, socket_connect_timeout=0.5
+            # A blocking pool: a burst of requests waits briefly for a connection instead of
+            # failing with "Too many connections" (which would look like Redis being down).
+            pool = redis.asyncio.BlockingConnectionPool.from_url(
+                self.redis_url,
+                max_connections=64,
+                timeout=1.0,
+                socket_timeout=0.5,
+                socket_connect_timeout=0.5,
             )
+            client = redis.asyncio.Redis(connection_pool=pool)
             self._async_clients[loop] = client
         return client
 
@@ -131,6 +140,32 @@ class SharedState:
             logger.warning("shared state: Redis unavailable, using per-process state: %s", exc)
 
     # -- async API (hot path) ----------------------------------------------------------------
+    async def aget_many_cached(self, keys: tuple[str, ...], max_age: float) -> list[str | None]:
+        """Like ``aget_many``, but reuses a read of the same keys younger than ``max_age``.
+
+        The hot path reads the same cooldown keys for every request; with Redis, one read per
+        ``max_age`` per process is enough. While one request refreshes an entry, others use the
+        previous values. Writes made by this process clear the cache, so its own cooldowns apply
+        at once; other processes' writes are seen within ``max_age``.
+        """
+        if not self.uses_redis or max_age <= 0:
+            return await self.aget_many(list(keys))
+        now = time.monotonic()
+        entry = self._read_cache.get(keys)
+        if entry is not None and (entry[0] > now or entry[2]):
+            return entry[1]
+        if entry is not None:
+            self._read_cache[keys] = (entry[0], entry[1], True)
+        try:
+            values = await self.aget_many(list(keys))
+        except BaseException:
+            self._read_cache.pop(keys, None)
+            raise
+        if len(self._read_cache) > 10_000:
+            self._read_cache.clear()
+        self._read_cache[keys] = (now + max_age, values, False)
+        return values
+
     async def aget_many(self, keys: list[str]) -> list[str | None]:
         if not self.uses_redis:
             return self.local.get_many(keys)
@@ -145,6 +180,7 @@ class SharedState:
         return (await self.aget_many([key]))[0]
 
     async def aset(self, key: str, value: str, ttl: float | None = None) -> None:
+        self._read_cache.clear()
         if not self.uses_redis:
             self.local.set(key, value, ttl)
             return
@@ -156,6 +192,7 @@ class SharedState:
 
     async def aadd(self, key: str, value: str, ttl: float) -> bool:
         """Set only if absent (a lock or a once-per-interval claim)."""
+        self._read_cache.clear()
         if not self.uses_redis:
             return self.local.add(key, value, ttl)
         try:
@@ -168,6 +205,7 @@ class SharedState:
 
     async def aincr(self, key: str, ttl: float) -> int:
         """Increment a counter whose window starts with its first increment."""
+        self._read_cache.clear()
         if not self.uses_redis:
             return self.local.incr(key, ttl)
         try:
@@ -181,6 +219,7 @@ class SharedState:
             return self.local.incr(key, ttl)
 
     async def adelete(self, *keys: str) -> None:
+        self._read_cache.clear()
         if not self.uses_redis:
             self.local.delete(*keys)
             return
@@ -234,6 +273,7 @@ class SharedState:
     def clear(self) -> None:
         """Forget everything this gateway keeps here (tests use it between cases)."""
         self.local.clear()
+        self._read_cache.clear()
         self._redis_down_until = 0.0
         if self.uses_redis:
             client = self._sync()

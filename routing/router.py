@@ -173,7 +173,9 @@ async def _unavailable(plan: list[Deployment]) -> dict[int, str]:
     keys += [_provider_cool_key(p) for p in provider_ids] + [
         provider_down_key(p) for p in provider_ids
     ]
-    values = await shared_state().aget_many(keys)
+    values = await shared_state().aget_many_cached(
+        tuple(keys), settings.GATEWAY["SHARED_STATE_READ_CACHE_S"]
+    )
     n, m = len(plan), len(provider_ids)
     provider_cool = {p: values[n + i] for i, p in enumerate(provider_ids)}
     provider_down = {p: values[n + m + i] for i, p in enumerate(provider_ids)}

@@ -151,6 +151,13 @@ def gateway_server(django_db_setup: None, django_db_blocker: Any) -> Iterator[Ga
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _end_worker_thread_connections(django_db_setup: None, django_db_blocker: Any) -> Iterator[None]:
+    """Worker threads (the server's, sync_to_async's) keep persistent connections; end them before
+    the test database is dropped."""
+    yield
     with django_db_blocker.unblock():
         _close_server_connections()
 
