@@ -949,21 +949,26 @@ class Simulator:
         if reset is not None:
             frames, tail = frames[:reset], b""
         interval = knobs.token_interval_ms / 1000
-        if not interval or len(frames) <= 1:
-            # Nothing to pace: a single write is the cheapest way to send the whole stream.
-            await response.write(head + b"".join(frames) + tail)
-        else:
-            last = len(frames) - 1
-            for index, frame in enumerate(frames):
-                if index:
-                    await asyncio.sleep(interval)
-                await response.write(
-                    (head if index == 0 else b"") + frame + (tail if index == last else b"")
-                )
-        if reset is not None:
-            _drop_connection(request)
-            return response
-        await response.write_eof()
+        try:
+            if not interval or len(frames) <= 1:
+                # Nothing to pace: a single write is the cheapest way to send the whole stream.
+                await response.write(head + b"".join(frames) + tail)
+            else:
+                last = len(frames) - 1
+                for index, frame in enumerate(frames):
+                    if index:
+                        await asyncio.sleep(interval)
+                    await response.write(
+                        (head if index == 0 else b"") + frame + (tail if index == last else b"")
+                    )
+            if reset is not None:
+                _drop_connection(request)
+                return response
+            await response.write_eof()
+        except ConnectionResetError:
+            # The client hung up mid-stream (a load generator stopping, a cancelled request):
+            # normal for a stream, nothing to report.
+            pass
         return response
 
 
