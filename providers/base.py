@@ -11,9 +11,10 @@ from __future__ import annotations
 import enum
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import httpx
+if TYPE_CHECKING:
+    import aiohttp
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,9 +119,10 @@ class ProviderError(Exception):
 
 
 class ProviderAdapter(Protocol):
-    """One wire protocol. Instances are cheap and stateless; the HTTP client is shared."""
+    """One wire protocol. Instances are cheap and stateless; the ``aiohttp.ClientSession`` (its
+    connection pool) is shared by every adapter of the event loop (``routing.clients``)."""
 
-    def __init__(self, client: httpx.AsyncClient) -> None: ...
+    def __init__(self, session: aiohttp.ClientSession) -> None: ...
 
     async def complete(self, request: ChatRequest, target: Target) -> ChatResult:
         """Send the request and return the whole answer, or raise :class:`ProviderError`."""

@@ -1,49 +1,43 @@
-"""One long-lived HTTP client per event loop, shared by every adapter of this process."""
+"""One long-lived HTTP session per event loop, shared by every adapter of this process."""
 
 from __future__ import annotations
 
 import asyncio
 import weakref
 
-import httpx
-from httpx_aiohttp import AiohttpTransport
+import aiohttp
 
-from providers.adapters import adapter_for
+from providers.adapters import adapter_for, new_session
 from providers.base import ProviderAdapter
 
 from .config import Deployment
 
-_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient] = (
+_sessions: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aiohttp.ClientSession] = (
     weakref.WeakKeyDictionary()
 )
 
-# Enough connections for a thousand concurrent slow upstream calls per process.
-_LIMITS = httpx.Limits(max_connections=4096, max_keepalive_connections=512, keepalive_expiry=30)
 
+def http_session() -> aiohttp.ClientSession:
+    """The shared session of the running loop (created on first use).
 
-def http_client() -> httpx.AsyncClient:
-    """The shared client of the running loop (created on first use)."""
+    Plain aiohttp, not httpx: httpx's request/response layer cost more event-loop time per upstream
+    call than the rest of the gateway (ADR 0005). Its settings (a 4096-connection pool, no proxies
+    from the environment, decompression...) are ``new_session``'s.
+    """
     loop = asyncio.get_running_loop()
-    client = _clients.get(loop)
-    if client is None or client.is_closed:
-        # httpx's own connection pool rescans every connection per request and collapses under
-        # concurrency (ADR 0005); the aiohttp transport keeps httpx's API at a fraction of the cost.
-        # Upstreams are configured by admins, never by callers: no proxies from the environment.
-        client = httpx.AsyncClient(
-            transport=AiohttpTransport(limits=_LIMITS, trust_env=False),
-            trust_env=False,
-            follow_redirects=False,
-        )
-        _clients[loop] = client
-    return client
+    session = _sessions.get(loop)
+    if session is None or session.closed:
+        session = _sessions[loop] = new_session()
+    return session
 
 
 def adapter_for_deployment(deployment: Deployment) -> ProviderAdapter:
-    return adapter_for(deployment.provider_kind, http_client())
+    return adapter_for(deployment.provider_kind, http_session())
 
 
 async def close_http_client() -> None:
+    """Close the running loop's session and its connections (at shutdown)."""
     loop = asyncio.get_running_loop()
-    client = _clients.pop(loop, None)
-    if client is not None:
-        await client.aclose()
+    session = _sessions.pop(loop, None)
+    if session is not None:
+        await session.close()

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from weakref import WeakKeyDictionary
 
-import httpx
+import aiohttp
 
+from providers.adapters._http import new_session
 from providers.adapters.anthropic import AnthropicAdapter
 from providers.adapters.gemini import GeminiAdapter
 from providers.adapters.ollama import OllamaAdapter
@@ -20,6 +21,7 @@ __all__ = [
     "OpenAICompatibleAdapter",
     "UnknownProviderKind",
     "adapter_for",
+    "new_session",
 ]
 
 ADAPTER_CLASSES: dict[str, type[ProviderAdapter]] = {
@@ -44,20 +46,22 @@ class UnknownProviderKind(KeyError):
         return f"unknown provider kind {self.kind!r} (known: {known})"
 
 
-# Adapters are stateless, so one per kind per client is enough; weak keys let a closed client go.
-_instances: WeakKeyDictionary[httpx.AsyncClient, dict[str, ProviderAdapter]] = WeakKeyDictionary()
+# Adapters are stateless, so one per kind per session is enough; weak keys let a closed session go.
+_instances: WeakKeyDictionary[aiohttp.ClientSession, dict[str, ProviderAdapter]] = (
+    WeakKeyDictionary()
+)
 
 
-def adapter_for(kind: str, client: httpx.AsyncClient) -> ProviderAdapter:
-    """The adapter for ``kind`` bound to the shared ``client``; raises UnknownProviderKind."""
-    per_client = _instances.get(client)
-    if per_client is None:
-        per_client = _instances[client] = {}
-    adapter = per_client.get(kind)
+def adapter_for(kind: str, session: aiohttp.ClientSession) -> ProviderAdapter:
+    """The adapter for ``kind`` bound to the shared ``session``; raises UnknownProviderKind."""
+    per_session = _instances.get(session)
+    if per_session is None:
+        per_session = _instances[session] = {}
+    adapter = per_session.get(kind)
     if adapter is None:
         try:
             cls = ADAPTER_CLASSES[kind]
         except KeyError:
             raise UnknownProviderKind(kind) from None
-        adapter = per_client[kind] = cls(client)
+        adapter = per_session[kind] = cls(session)
     return adapter

@@ -1,8 +1,9 @@
 """Plumbing shared by the provider adapters.
 
-Timeouts, the status/exception → :class:`ProviderError` table, Retry-After parsing, the SSE reader
-and the two request shapes every adapter uses (one JSON POST, one streamed POST). Keeping them here
-means the four wire-protocol modules only describe their protocol.
+Timeouts, the status/exception → :class:`ProviderError` table, Retry-After parsing, the line and
+SSE readers and the two request shapes every adapter uses (one JSON POST, one streamed POST), on
+the process's shared :class:`aiohttp.ClientSession` (ADR 0005). Keeping them here means the four
+wire-protocol modules only describe their protocol.
 """
 
 from __future__ import annotations
@@ -10,14 +11,17 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import aclosing
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from functools import lru_cache
 from typing import Any
 
-import httpx
+import aiohttp
 import orjson
+from aiohttp.http_exceptions import ContentEncodingError, LineTooLong
+from multidict import CIMultiDict, CIMultiDictProxy, MultiMapping
 
 from providers.base import ErrorClass, ProviderError, StreamChunk, Target
 
@@ -26,10 +30,17 @@ MAX_ERROR_TEXT = 300
 
 JSON_CONTENT_TYPE = "application/json"
 
+STREAM_READ_BUFSIZE = 2 * 1024 * 1024
+"""aiohttp's read buffer for streamed answers. Lines are read whole, and aiohttp refuses one longer
+than twice its buffer (LineTooLong); the default buffer (256 KiB) is small for a big SSE event."""
+
+Headers = CIMultiDictProxy[str]
+"""Request headers in the form aiohttp takes without converting them first; build them once."""
+
 ErrorHook = Callable[[ProviderError], ProviderError]
 """Lets an adapter re-classify an HTTP error its protocol reports unusually."""
 
-StreamParser = Callable[[httpx.Response], AsyncGenerator[StreamChunk, None]]
+StreamParser = Callable[[aiohttp.ClientResponse], AsyncGenerator[StreamChunk, None]]
 """Turns a 200 streamed response into text chunks followed by one final chunk.
 
 It raises :class:`ProviderError` for error events and :func:`truncated` when the body ends before
@@ -39,15 +50,58 @@ the protocol's terminator; shape errors (KeyError, TypeError, ...) are mapped by
 # Exceptions a parser raises when the upstream's JSON is not the shape it expects.
 _SHAPE_ERRORS = (KeyError, IndexError, TypeError, AttributeError, ValueError)
 
+# What reading a stream raises besides ProviderError: aiohttp's own errors (its timeouts subclass
+# TimeoutError too), and LineTooLong, which is not a ClientError.
+_TRANSPORT_ERRORS = (aiohttp.ClientError, LineTooLong, TimeoutError)
 
-def request_timeout(target: Target) -> httpx.Timeout:
-    """Per-request httpx timeouts; ``read`` bounds the first byte and every gap between chunks."""
-    return httpx.Timeout(
-        connect=target.connect_timeout,
-        read=target.first_byte_timeout,
-        write=target.connect_timeout,
-        pool=target.connect_timeout,
+
+def new_session() -> aiohttp.ClientSession:
+    """A session configured for upstream calls; create it inside the event loop that will use it.
+
+    One per event loop is shared by every adapter (``routing.clients``): it holds the connection
+    pool. Every request passes its own timeouts (:func:`request_timeout`).
+    """
+    connector = aiohttp.TCPConnector(
+        limit=4096,  # enough for a thousand concurrent slow upstream calls per process
+        limit_per_host=0,
+        keepalive_timeout=30,
+        ttl_dns_cache=300,
+        enable_cleanup_closed=True,
     )
+    return aiohttp.ClientSession(
+        connector=connector,
+        # Upstreams are configured by admins, never by callers: no proxies (or netrc) from the
+        # environment.
+        trust_env=False,
+        auto_decompress=True,  # real providers gzip
+        raise_for_status=False,  # the adapters map statuses themselves
+        # Every caller shares the session: cookies an upstream sets are never sent back.
+        cookie_jar=aiohttp.DummyCookieJar(),
+        # Only for a request without timeouts of its own; the adapters always pass theirs.
+        timeout=aiohttp.ClientTimeout(total=None, connect=10, sock_connect=10, sock_read=60),
+    )
+
+
+def frozen_headers(headers: dict[str, str]) -> Headers:
+    """Immutable request headers, to build once and send with every request of a target."""
+    return CIMultiDictProxy(CIMultiDict(headers))
+
+
+@lru_cache(maxsize=256)
+def _timeout(connect: float, first_byte: float) -> aiohttp.ClientTimeout:
+    return aiohttp.ClientTimeout(
+        total=None, connect=connect, sock_connect=connect, sock_read=first_byte
+    )
+
+
+def request_timeout(target: Target) -> aiohttp.ClientTimeout:
+    """Per-request aiohttp timeouts (immutable, shared by targets with the same values).
+
+    ``connect`` bounds getting a connection, waiting for a free one in the pool included;
+    ``sock_read`` bounds the first byte and every gap between chunks. The deadline of the whole
+    call is ``target.total_timeout`` in :func:`post_json` and the router's for streams.
+    """
+    return _timeout(target.connect_timeout, target.first_byte_timeout)
 
 
 # --- error mapping -------------------------------------------------------------------------------
@@ -75,8 +129,11 @@ def _seconds(value: float) -> float | None:
     return value if math.isfinite(value) and value >= 0 else None
 
 
-def parse_retry_after(headers: httpx.Headers) -> float | None:
-    """Seconds to wait, from ``Retry-After`` (delta-seconds or HTTP date) or ``retry-after-ms``."""
+def parse_retry_after(headers: MultiMapping[str]) -> float | None:
+    """Seconds to wait, from ``Retry-After`` (delta-seconds or HTTP date) or ``retry-after-ms``.
+
+    ``headers`` is a case-insensitive multidict, as ``aiohttp.ClientResponse.headers`` is.
+    """
     raw = headers.get("retry-after")
     if raw:
         raw = raw.strip()
@@ -150,14 +207,15 @@ def _body_text(body: bytes) -> str:
     return text or body[: MAX_ERROR_TEXT * 4].decode("utf-8", "replace")
 
 
-def error_from_response(response: httpx.Response, *, label: str, api_key: str) -> ProviderError:
-    """Build the ProviderError for a non-2xx response whose body has been read."""
-    status = response.status_code
+def error_from_response(
+    status: int, headers: MultiMapping[str], body: bytes, *, label: str, api_key: str
+) -> ProviderError:
+    """Build the ProviderError for a non-2xx response from its status, headers and whole body."""
     error_class, permanent = classify_status(status)
     retry_after = None
     if error_class in (ErrorClass.RATE_LIMITED, ErrorClass.SERVER_ERROR):
-        retry_after = parse_retry_after(response.headers)
-    text = clean_text(_body_text(response.content), api_key)
+        retry_after = parse_retry_after(headers)
+    text = clean_text(_body_text(body), api_key)
     message = f"{label}: HTTP {status}: {text}" if text else f"{label}: HTTP {status}"
     return ProviderError(
         message,
@@ -193,35 +251,58 @@ def error_from_payload(
 
 
 def error_from_transport(
-    exc: httpx.HTTPError, *, label: str, api_key: str, started: bool
+    exc: BaseException, *, label: str, api_key: str, started: bool
 ) -> ProviderError:
-    """Map an httpx exception; ``started`` means the consumer already got part of the answer."""
+    """Map a failure to send or read; ``started`` means the consumer already got part of the answer.
+
+    ``exc`` is an ``aiohttp.ClientError``, a ``TimeoutError``, aiohttp's ``LineTooLong``, or the
+    bare ``ValueError`` aiohttp raises for a request it refuses to send.
+    """
     name = type(exc).__name__
-    # h11's LocalProtocolError may quote an illegal header value, i.e. the key: never show it.
-    detail = "" if isinstance(exc, httpx.LocalProtocolError) else clean_text(str(exc), api_key)
+    refused = isinstance(exc, ValueError) and not isinstance(exc, aiohttp.ClientError)
+    # A refused header value can be the key: never quote that message. The others are redacted and
+    # cut like upstream text (aiohttp's messages name the host, never the headers).
+    detail = "" if refused else clean_text(str(exc), api_key)
     what = f"{name}: {detail}" if detail else name
     if started:
         error_class, permanent, why = ErrorClass.STREAM_INTERRUPTED, False, "stream interrupted"
-    elif isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.ProxyError)):
+    elif isinstance(
+        exc,
+        (
+            aiohttp.ClientConnectorError,  # refused, DNS, TLS handshake, proxy
+            aiohttp.ConnectionTimeoutError,  # connect timeout, waiting for the pool included
+            aiohttp.ServerFingerprintMismatch,
+        ),
+    ):
         error_class, permanent, why = ErrorClass.CONNECT, False, "cannot connect"
-    elif isinstance(exc, httpx.TimeoutException):
+    elif isinstance(exc, TimeoutError):  # SocketTimeoutError: nothing read within sock_read
         error_class, permanent, why = ErrorClass.TIMEOUT, False, "timed out"
-    elif isinstance(exc, (httpx.UnsupportedProtocol, httpx.LocalProtocolError)):
-        # A bad base_url scheme or an unsendable header (a key with a newline...): a deployment
-        # configuration fault. Not BAD_REQUEST, which would stop the router's fallback chain.
+    elif isinstance(exc, (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError)):
+        return invalid_url(label, what)
+    elif refused:
+        # An unsendable header (a key with a newline...): a deployment configuration fault. Not
+        # BAD_REQUEST, which would stop the router's fallback chain.
         error_class, permanent, why = ErrorClass.CONNECT, True, "cannot send request"
-    elif isinstance(exc, httpx.DecodingError):
+    elif isinstance(exc, aiohttp.ClientPayloadError) and isinstance(
+        exc.__cause__, ContentEncodingError
+    ):
         error_class, permanent, why = ErrorClass.MALFORMED, False, "undecodable body"
+    elif isinstance(exc, LineTooLong):
+        error_class, permanent, why = ErrorClass.MALFORMED, False, "line too long"
     else:
-        # RemoteProtocolError, ReadError, WriteError...: the upstream dropped us.
+        # ServerDisconnectedError, ClientPayloadError (body cut short), ClientOSError,
+        # ClientResponseError (unparsable status line or headers)...: the upstream dropped us.
         error_class, permanent, why = ErrorClass.SERVER_ERROR, False, "connection failed"
     return ProviderError(f"{label}: {why} ({what})", error_class=error_class, permanent=permanent)
 
 
-def invalid_url(label: str) -> ProviderError:
-    """The configured base_url cannot be parsed: a configuration fault of this deployment only."""
+def invalid_url(label: str, detail: str = "") -> ProviderError:
+    """The configured base_url cannot be used (unparsable, not http/https): a configuration fault
+    of this deployment only."""
     return ProviderError(
-        f"{label}: invalid base_url", error_class=ErrorClass.CONNECT, permanent=True
+        f"{label}: invalid base_url ({detail})" if detail else f"{label}: invalid base_url",
+        error_class=ErrorClass.CONNECT,
+        permanent=True,
     )
 
 
@@ -255,11 +336,11 @@ def _interrupted(exc: ProviderError) -> ProviderError:
 
 
 async def post_json(
-    client: httpx.AsyncClient,
+    session: aiohttp.ClientSession,
     url: str,
     *,
     payload: bytes,
-    headers: Mapping[str, str],
+    headers: Headers,
     target: Target,
     label: str,
     on_http_error: ErrorHook | None = None,
@@ -269,28 +350,37 @@ async def post_json(
     The whole call (connect, upload, wait, download) is bounded by ``target.total_timeout``.
     """
     try:
-        async with asyncio.timeout(target.total_timeout):
-            response = await client.post(
-                url, content=payload, headers=headers, timeout=request_timeout(target)
-            )
+        async with (
+            asyncio.timeout(target.total_timeout),
+            session.post(
+                url,
+                data=payload,
+                headers=headers,
+                timeout=request_timeout(target),
+                allow_redirects=False,
+            ) as response,
+        ):
+            status = response.status
+            body = await response.read()
+    except (aiohttp.ClientError, ValueError) as exc:
+        # Before TimeoutError, which aiohttp's own timeouts subclass. "from None": a chained aiohttp
+        # message is unredacted and would show up in tracebacks.
+        raise error_from_transport(
+            exc, label=label, api_key=target.api_key, started=False
+        ) from None
     except TimeoutError:
         raise ProviderError(
             f"{label}: no answer within {target.total_timeout:g}s",
             error_class=ErrorClass.TIMEOUT,
             permanent=False,
         ) from None
-    except httpx.HTTPError as exc:
-        # "from None": a chained httpx message is unredacted and would show up in tracebacks.
-        raise error_from_transport(
-            exc, label=label, api_key=target.api_key, started=False
-        ) from None
-    except httpx.InvalidURL:
-        raise invalid_url(label) from None
-    if not response.is_success:
-        error = error_from_response(response, label=label, api_key=target.api_key)
+    if not 200 <= status < 300:
+        error = error_from_response(
+            status, response.headers, body, label=label, api_key=target.api_key
+        )
         raise on_http_error(error) if on_http_error else error
     try:
-        data = orjson.loads(response.content)
+        data = orjson.loads(body)
     except orjson.JSONDecodeError:
         raise malformed(label, "body is not JSON") from None
     if not isinstance(data, dict):
@@ -299,11 +389,11 @@ async def post_json(
 
 
 async def stream_chunks(
-    client: httpx.AsyncClient,
+    session: aiohttp.ClientSession,
     url: str,
     *,
     payload: bytes,
-    headers: Mapping[str, str],
+    headers: Headers,
     target: Target,
     label: str,
     parse: StreamParser,
@@ -311,18 +401,28 @@ async def stream_chunks(
 ) -> AsyncGenerator[StreamChunk, None]:
     """POST a JSON body and yield what ``parse`` makes of the streamed answer.
 
-    The response is closed on every path, including a consumer that stops early (``aclose()`` on
-    this generator). Errors before the first yielded chunk keep their own class so the router can
-    fall over; after it they all become STREAM_INTERRUPTED. The total deadline is the router's.
+    The response is released on every path, including a consumer that stops early (``aclose()`` on
+    this generator); an unfinished body closes its connection rather than going back to the pool.
+    Errors before the first yielded chunk keep their own class so the router can fall over; after
+    it they all become STREAM_INTERRUPTED. The total deadline is the router's.
     """
     started = False
+    response: aiohttp.ClientResponse | None = None
     try:
-        async with client.stream(
-            "POST", url, content=payload, headers=headers, timeout=request_timeout(target)
+        async with session.post(
+            url,
+            data=payload,
+            headers=headers,
+            timeout=request_timeout(target),
+            allow_redirects=False,
+            read_bufsize=STREAM_READ_BUFSIZE,
         ) as response:
-            if not response.is_success:
-                await response.aread()
-                error = error_from_response(response, label=label, api_key=target.api_key)
+            status = response.status
+            if not 200 <= status < 300:
+                body = await response.read()
+                error = error_from_response(
+                    status, response.headers, body, label=label, api_key=target.api_key
+                )
                 raise on_http_error(error) if on_http_error else error
             async with aclosing(parse(response)) as chunks:
                 async for chunk in chunks:
@@ -332,35 +432,60 @@ async def stream_chunks(
         if started:
             raise _interrupted(exc) from exc
         raise
-    except httpx.HTTPError as exc:
+    except _TRANSPORT_ERRORS as exc:
         raise error_from_transport(
             exc, label=label, api_key=target.api_key, started=started
         ) from None
-    except httpx.InvalidURL:
-        raise invalid_url(label) from None
     except _SHAPE_ERRORS as exc:
+        if response is None:
+            # aiohttp refused to send the request (a header value with a newline...).
+            raise error_from_transport(
+                exc, label=label, api_key=target.api_key, started=False
+            ) from None
         error = malformed(label, f"unexpected stream event ({type(exc).__name__})")
         raise (_interrupted(error) if started else error) from exc
 
 
 async def probe_get(
-    client: httpx.AsyncClient, url: str, *, headers: Mapping[str, str], target: Target
+    session: aiohttp.ClientSession, url: str, *, headers: Headers, target: Target
 ) -> bool:
     """True when ``GET url`` answers 2xx in time. The body is never read (model lists are big)."""
     try:
-        async with asyncio.timeout(target.total_timeout):
-            async with client.stream(
-                "GET", url, headers=headers, timeout=request_timeout(target)
-            ) as response:
-                return response.is_success
-    except (httpx.HTTPError, httpx.InvalidURL, TimeoutError):
+        async with (
+            asyncio.timeout(target.total_timeout),
+            session.get(
+                url, headers=headers, timeout=request_timeout(target), allow_redirects=False
+            ) as response,
+        ):
+            return 200 <= response.status < 300
+    except (aiohttp.ClientError, ValueError, TimeoutError):
         return False
 
 
 # --- body readers --------------------------------------------------------------------------------
 
 
-async def iter_sse(response: httpx.Response) -> AsyncIterator[tuple[str, str]]:
+async def iter_lines(response: aiohttp.ClientResponse) -> AsyncIterator[str]:
+    """Yield the body's lines as text (UTF-8), without their terminator (LF, CRLF or CR).
+
+    aiohttp hands over whole lines however the network split the body; a last line without a
+    terminator is delivered too.
+    """
+    readline = response.content.readline
+    while raw := await readline():
+        line = raw.decode("utf-8", "replace")
+        if line[-1] == "\n":
+            line = line[:-1]
+        if line[-1:] == "\r":
+            line = line[:-1]
+        if "\r" in line:  # bare CRs end lines too (the SSE spec allows them)
+            for part in line.split("\r"):
+                yield part
+        else:
+            yield line
+
+
+async def iter_sse(response: aiohttp.ClientResponse) -> AsyncIterator[tuple[str, str]]:
     """Yield ``(event, data)`` for each server-sent event (``event`` defaults to "message").
 
     Comments (keep-alives) and ``id``/``retry`` fields are ignored; multi-line data is joined with
@@ -369,7 +494,7 @@ async def iter_sse(response: httpx.Response) -> AsyncIterator[tuple[str, str]]:
     """
     event = ""
     data: list[str] = []
-    async for line in response.aiter_lines():
+    async for line in iter_lines(response):
         if not line:
             if data:
                 yield event or "message", data[0] if len(data) == 1 else "\n".join(data)

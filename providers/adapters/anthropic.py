@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
+from functools import lru_cache
 from typing import Any, ClassVar
 
-import httpx
+import aiohttp
 import orjson
 
 from providers.adapters._http import (
     JSON_CONTENT_TYPE,
+    Headers,
     error_from_payload,
+    frozen_headers,
     iter_sse,
     malformed,
     post_json,
@@ -44,6 +47,18 @@ _ERROR_STATUS = {
     "timeout_error": 504,
     "overloaded_error": 529,
 }
+
+
+@lru_cache(maxsize=256)
+def _headers(api_key: str, accept: str = JSON_CONTENT_TYPE) -> Headers:
+    headers = {
+        "Content-Type": JSON_CONTENT_TYPE,
+        "Accept": accept,
+        "anthropic-version": API_VERSION,
+    }
+    if api_key:
+        headers["x-api-key"] = api_key
+    return frozen_headers(headers)
 
 
 def _finish(reason: Any) -> str:
@@ -83,23 +98,12 @@ class AnthropicAdapter:
     ``response_format`` is not mapped: the Messages API has no JSON mode.
     """
 
-    __slots__ = ("_client",)
+    __slots__ = ("_session",)
 
     label: ClassVar[str] = "anthropic"
 
-    def __init__(self, client: httpx.AsyncClient) -> None:
-        self._client = client
-
-    @staticmethod
-    def _headers(target: Target) -> dict[str, str]:
-        headers = {
-            "Content-Type": JSON_CONTENT_TYPE,
-            "Accept": JSON_CONTENT_TYPE,
-            "anthropic-version": API_VERSION,
-        }
-        if target.api_key:
-            headers["x-api-key"] = target.api_key
-        return headers
+    def __init__(self, session: aiohttp.ClientSession) -> None:
+        self._session = session
 
     @staticmethod
     def _payload(request: ChatRequest, target: Target, *, stream: bool) -> bytes:
@@ -127,10 +131,10 @@ class AnthropicAdapter:
     async def complete(self, request: ChatRequest, target: Target) -> ChatResult:
         """Send a non-streaming message request and return the whole answer."""
         data = await post_json(
-            self._client,
+            self._session,
             f"{strip_base(target.base_url)}/v1/messages",
             payload=self._payload(request, target, stream=False),
-            headers=self._headers(target),
+            headers=_headers(target.api_key),
             target=target,
             label=self.label,
         )
@@ -154,17 +158,17 @@ class AnthropicAdapter:
     def stream(self, request: ChatRequest, target: Target) -> AsyncGenerator[StreamChunk, None]:
         """Stream the answer over SSE; the chunk for ``message_stop`` carries finish and usage."""
         return stream_chunks(
-            self._client,
+            self._session,
             f"{strip_base(target.base_url)}/v1/messages",
             payload=self._payload(request, target, stream=True),
-            headers=self._headers(target) | {"Accept": "text/event-stream"},
+            headers=_headers(target.api_key, "text/event-stream"),
             target=target,
             label=self.label,
             parse=lambda response: self._parse_stream(response, target.api_key),
         )
 
     async def _parse_stream(
-        self, response: httpx.Response, api_key: str
+        self, response: aiohttp.ClientResponse, api_key: str
     ) -> AsyncGenerator[StreamChunk, None]:
         input_tokens = output_tokens = 0
         have_usage = False
@@ -210,8 +214,8 @@ class AnthropicAdapter:
     async def probe(self, target: Target) -> bool:
         """``GET {base_url}/v1/models`` answers 2xx."""
         return await probe_get(
-            self._client,
+            self._session,
             f"{strip_base(target.base_url)}/v1/models",
-            headers=self._headers(target),
+            headers=_headers(target.api_key),
             target=target,
         )

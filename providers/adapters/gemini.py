@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
+from functools import lru_cache
 from typing import Any, ClassVar
 
-import httpx
+import aiohttp
 import orjson
 
 from providers.adapters._http import (
     JSON_CONTENT_TYPE,
+    Headers,
     error_from_payload,
+    frozen_headers,
     iter_sse,
     malformed,
     post_json,
@@ -42,6 +45,14 @@ _FINISH_REASONS = {
     "SPII": "content_filter",
     "IMAGE_SAFETY": "content_filter",
 }
+
+
+@lru_cache(maxsize=256)
+def _headers(api_key: str, accept: str = JSON_CONTENT_TYPE) -> Headers:
+    headers = {"Content-Type": JSON_CONTENT_TYPE, "Accept": accept}
+    if api_key:  # a header, not ?key=, so the key never lands in URLs or logs
+        headers["x-goog-api-key"] = api_key
+    return frozen_headers(headers)
 
 
 def _finish(reason: Any) -> str:
@@ -110,19 +121,12 @@ class GeminiAdapter:
     """Speaks ``POST {base_url}/v1beta/models/{model}:generateContent``; ``base_url`` is e.g.
     ``https://generativelanguage.googleapis.com``."""
 
-    __slots__ = ("_client",)
+    __slots__ = ("_session",)
 
     label: ClassVar[str] = "gemini"
 
-    def __init__(self, client: httpx.AsyncClient) -> None:
-        self._client = client
-
-    @staticmethod
-    def _headers(target: Target) -> dict[str, str]:
-        headers = {"Content-Type": JSON_CONTENT_TYPE, "Accept": JSON_CONTENT_TYPE}
-        if target.api_key:  # a header, not ?key=, so the key never lands in URLs or logs
-            headers["x-goog-api-key"] = target.api_key
-        return headers
+    def __init__(self, session: aiohttp.ClientSession) -> None:
+        self._session = session
 
     @staticmethod
     def _model_url(target: Target, method: str) -> str:
@@ -153,10 +157,10 @@ class GeminiAdapter:
     async def complete(self, request: ChatRequest, target: Target) -> ChatResult:
         """Call ``generateContent`` and return the whole answer."""
         data = await post_json(
-            self._client,
+            self._session,
             self._model_url(target, "generateContent"),
             payload=self._payload(request),
-            headers=self._headers(target),
+            headers=_headers(target.api_key),
             target=target,
             label=self.label,
             on_http_error=_key_error,
@@ -177,10 +181,10 @@ class GeminiAdapter:
     def stream(self, request: ChatRequest, target: Target) -> AsyncGenerator[StreamChunk, None]:
         """Call ``streamGenerateContent`` over SSE; the last chunk carries finish and usage."""
         return stream_chunks(
-            self._client,
+            self._session,
             self._model_url(target, "streamGenerateContent") + "?alt=sse",
             payload=self._payload(request),
-            headers=self._headers(target) | {"Accept": "text/event-stream"},
+            headers=_headers(target.api_key, "text/event-stream"),
             target=target,
             label=self.label,
             parse=lambda response: self._parse_stream(response, target.api_key),
@@ -188,7 +192,7 @@ class GeminiAdapter:
         )
 
     async def _parse_stream(
-        self, response: httpx.Response, api_key: str
+        self, response: aiohttp.ClientResponse, api_key: str
     ) -> AsyncGenerator[StreamChunk, None]:
         finish: str | None = None
         usage: Usage | None = None
@@ -211,8 +215,8 @@ class GeminiAdapter:
     async def probe(self, target: Target) -> bool:
         """``GET {base_url}/v1beta/models`` answers 2xx."""
         return await probe_get(
-            self._client,
+            self._session,
             f"{strip_base(target.base_url)}/v1beta/models",
-            headers=self._headers(target),
+            headers=_headers(target.api_key),
             target=target,
         )

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
+from functools import lru_cache
 from typing import Any, ClassVar
 
-import httpx
+import aiohttp
 import orjson
 
 from providers.adapters._http import (
     JSON_CONTENT_TYPE,
+    Headers,
     error_from_payload,
+    frozen_headers,
+    iter_lines,
     malformed,
     post_json,
     probe_get,
@@ -21,6 +25,14 @@ from providers.adapters._http import (
 from providers.base import ChatRequest, ChatResult, StreamChunk, Target, Usage
 
 _JSON_FORMATS = frozenset({"json_object", "json_schema"})
+
+
+@lru_cache(maxsize=256)
+def _headers(api_key: str) -> Headers:
+    headers = {"Content-Type": JSON_CONTENT_TYPE}
+    if api_key:  # Ollama itself has no auth, but it is often behind a proxy that does
+        headers["Authorization"] = f"Bearer {api_key}"
+    return frozen_headers(headers)
 
 
 def _finish(done_reason: Any) -> str:
@@ -49,19 +61,12 @@ class OllamaAdapter:
     """Speaks ``POST {base_url}/api/chat``; ``base_url`` is the server root, e.g.
     ``http://localhost:11434``."""
 
-    __slots__ = ("_client",)
+    __slots__ = ("_session",)
 
     label: ClassVar[str] = "ollama"
 
-    def __init__(self, client: httpx.AsyncClient) -> None:
-        self._client = client
-
-    @staticmethod
-    def _headers(target: Target) -> dict[str, str]:
-        headers = {"Content-Type": JSON_CONTENT_TYPE}
-        if target.api_key:  # Ollama itself has no auth, but it is often behind a proxy that does
-            headers["Authorization"] = f"Bearer {target.api_key}"
-        return headers
+    def __init__(self, session: aiohttp.ClientSession) -> None:
+        self._session = session
 
     @staticmethod
     def _payload(request: ChatRequest, target: Target, *, stream: bool) -> bytes:
@@ -89,10 +94,10 @@ class OllamaAdapter:
     async def complete(self, request: ChatRequest, target: Target) -> ChatResult:
         """Send a non-streaming chat request and return the whole answer."""
         data = await post_json(
-            self._client,
+            self._session,
             f"{strip_base(target.base_url)}/api/chat",
             payload=self._payload(request, target, stream=False),
-            headers=self._headers(target),
+            headers=_headers(target.api_key),
             target=target,
             label=self.label,
         )
@@ -111,19 +116,19 @@ class OllamaAdapter:
     def stream(self, request: ChatRequest, target: Target) -> AsyncGenerator[StreamChunk, None]:
         """Stream the answer as NDJSON; the ``done: true`` line ends it with finish and usage."""
         return stream_chunks(
-            self._client,
+            self._session,
             f"{strip_base(target.base_url)}/api/chat",
             payload=self._payload(request, target, stream=True),
-            headers=self._headers(target),
+            headers=_headers(target.api_key),
             target=target,
             label=self.label,
             parse=lambda response: self._parse_stream(response, target.api_key),
         )
 
     async def _parse_stream(
-        self, response: httpx.Response, api_key: str
+        self, response: aiohttp.ClientResponse, api_key: str
     ) -> AsyncGenerator[StreamChunk, None]:
-        async for line in response.aiter_lines():
+        async for line in iter_lines(response):
             if not line:
                 continue
             payload = orjson.loads(line)
@@ -141,8 +146,8 @@ class OllamaAdapter:
     async def probe(self, target: Target) -> bool:
         """``GET {base_url}/api/tags`` answers 2xx."""
         return await probe_get(
-            self._client,
+            self._session,
             f"{strip_base(target.base_url)}/api/tags",
-            headers=self._headers(target),
+            headers=_headers(target.api_key),
             target=target,
         )

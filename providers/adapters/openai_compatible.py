@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
+from functools import lru_cache
 from typing import Any, ClassVar
 
-import httpx
+import aiohttp
 import orjson
 
 from providers.adapters._http import (
     JSON_CONTENT_TYPE,
+    Headers,
     error_from_payload,
+    frozen_headers,
     iter_sse,
     malformed,
     post_json,
@@ -29,6 +32,14 @@ def _finish(reason: Any) -> str:
     return _FINISH_REASONS.get(reason, "stop") if isinstance(reason, str) else "stop"
 
 
+@lru_cache(maxsize=256)
+def _headers(api_key: str, accept: str = JSON_CONTENT_TYPE) -> Headers:
+    headers = {"Content-Type": JSON_CONTENT_TYPE, "Accept": accept}
+    if api_key:  # local servers (vLLM, LM Studio) often run without a key
+        headers["Authorization"] = f"Bearer {api_key}"
+    return frozen_headers(headers)
+
+
 def _usage(raw: Any) -> Usage | None:
     if not isinstance(raw, dict):
         return None
@@ -42,19 +53,12 @@ class OpenAICompatibleAdapter:
     """Speaks ``POST {base_url}/chat/completions``; ``base_url`` already ends in ``/v1`` (or the
     provider's equivalent prefix, e.g. ``https://api.groq.com/openai/v1``)."""
 
-    __slots__ = ("_client",)
+    __slots__ = ("_session",)
 
     label: ClassVar[str] = "openai_compatible"
 
-    def __init__(self, client: httpx.AsyncClient) -> None:
-        self._client = client
-
-    @staticmethod
-    def _headers(target: Target) -> dict[str, str]:
-        headers = {"Content-Type": JSON_CONTENT_TYPE, "Accept": JSON_CONTENT_TYPE}
-        if target.api_key:  # local servers (vLLM, LM Studio) often run without a key
-            headers["Authorization"] = f"Bearer {target.api_key}"
-        return headers
+    def __init__(self, session: aiohttp.ClientSession) -> None:
+        self._session = session
 
     @staticmethod
     def _payload(request: ChatRequest, target: Target, *, stream: bool) -> bytes:
@@ -81,10 +85,10 @@ class OpenAICompatibleAdapter:
     async def complete(self, request: ChatRequest, target: Target) -> ChatResult:
         """Send a non-streaming completion and return the whole answer."""
         data = await post_json(
-            self._client,
+            self._session,
             f"{strip_base(target.base_url)}/chat/completions",
             payload=self._payload(request, target, stream=False),
-            headers=self._headers(target),
+            headers=_headers(target.api_key),
             target=target,
             label=self.label,
         )
@@ -105,17 +109,17 @@ class OpenAICompatibleAdapter:
     def stream(self, request: ChatRequest, target: Target) -> AsyncGenerator[StreamChunk, None]:
         """Stream the answer over SSE; the last chunk carries finish_reason and usage."""
         return stream_chunks(
-            self._client,
+            self._session,
             f"{strip_base(target.base_url)}/chat/completions",
             payload=self._payload(request, target, stream=True),
-            headers=self._headers(target) | {"Accept": "text/event-stream"},
+            headers=_headers(target.api_key, "text/event-stream"),
             target=target,
             label=self.label,
             parse=lambda response: self._parse_stream(response, target.api_key),
         )
 
     async def _parse_stream(
-        self, response: httpx.Response, api_key: str
+        self, response: aiohttp.ClientResponse, api_key: str
     ) -> AsyncGenerator[StreamChunk, None]:
         finish: str | None = None
         usage: Usage | None = None
@@ -144,8 +148,8 @@ class OpenAICompatibleAdapter:
     async def probe(self, target: Target) -> bool:
         """``GET {base_url}/models`` answers 2xx."""
         return await probe_get(
-            self._client,
+            self._session,
             f"{strip_base(target.base_url)}/models",
-            headers=self._headers(target),
+            headers=_headers(target.api_key),
             target=target,
         )
