@@ -205,6 +205,7 @@ LOGGING = {
         # One line per upstream call would drown everything else.
         "httpx": {"level": "WARNING"},
         "httpcore": {"level": "WARNING"},
+        "aiohttp.access": {"level": "WARNING"},
     },
 }
 
