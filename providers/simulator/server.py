@@ -938,18 +938,17 @@ class Simulator:
         response = web.StreamResponse(
             headers={"Content-Type": dialect.stream_content_type, "Cache-Control": "no-cache"}
         )
-        await response.prepare(request)
-        if knobs.malformed:
-            await response.write(dialect.broken_stream(done, deltas))
-            await response.write_eof()
-            return response
-
         head, frames, tail = dialect.stream(done, deltas)
         reset = knobs.reset_after_chunks
         if reset is not None:
             frames, tail = frames[:reset], b""
         interval = knobs.token_interval_ms / 1000
         try:
+            await response.prepare(request)
+            if knobs.malformed:
+                await response.write(dialect.broken_stream(done, deltas))
+                await response.write_eof()
+                return response
             if not interval or len(frames) <= 1:
                 # Nothing to pace: a single write is the cheapest way to send the whole stream.
                 await response.write(head + b"".join(frames) + tail)
