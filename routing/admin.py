@@ -55,8 +55,8 @@ class AuditRecordAdmin(_AuditRecordAdminBase):
     """Read-only: nobody adds, changes or deletes audit records."""
 
     list_display = (
-        "request_id", "created_at", "caller", "task_type", "model", "provider", "tier", "status",
-        "http_status", "latency_ms", "tokens_in", "tokens_out", "cost_usd", "route",
+        "created_at", "caller", "task_type", "route", "tier", "status", "latency_ms",
+        "tokens_in", "tokens_out", "cost_usd",
     )  # fmt: skip
     list_filter = ("status", "endpoint", "tier", "stream", "http_status")
     search_fields = ("request_id", "caller", "agent", "task_type", "model")
