@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpResponse, HttpResponseBase, StreamingHttpResponse
@@ -144,7 +145,15 @@ class ApiHandler:
         except Resolver404:
             return _error(404, f"No endpoint at {request.path_info}.", "not_found")
         try:
-            response: HttpResponseBase = await match.func(request, *match.args, **match.kwargs)
+            if asyncio.iscoroutinefunction(match.func):
+                response: HttpResponseBase = await match.func(
+                    request, *match.args, **match.kwargs
+                )
+            else:
+                # Control-plane endpoints (DRF views) are synchronous; run them in a worker thread.
+                response = await sync_to_async(match.func, thread_sensitive=False)(
+                    request, *match.args, **match.kwargs
+                )
         except Exception:
             logger.exception("unhandled error in %s", request.path_info)
             return _error(500, "Internal error; the request was not completed.", "internal_error")

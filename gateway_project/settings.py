@@ -70,6 +70,8 @@ INSTALLED_APPS = [
     "agents",
     "providers",
     "routing",
+    "learning",
+    "reviews",
 ]
 
 MIDDLEWARE = [

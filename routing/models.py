@@ -94,7 +94,11 @@ class AuditRecord(models.Model):
     """One per request: who asked what, every attempt, and what it cost. Never edited."""
 
     class Status(models.TextChoices):
-        COMPLETED = "completed", "Completed"
+        """An answered request carries its confidence gate (docs/adr/0003); others say why not."""
+
+        APPROVED = "approved", "Approved"
+        WARNING = "warning", "Warning"
+        PENDING_REVIEW = "pending_review", "Pending review"
         FAILED = "failed", "Failed"
         CLIENT_CLOSED = "client_closed", "Client closed the stream"
 
@@ -117,6 +121,10 @@ class AuditRecord(models.Model):
     tokens_out = models.PositiveIntegerField(default=0)
     cost_usd = models.DecimalField(max_digits=14, decimal_places=8, default=0)
     latency_ms = models.PositiveIntegerField(default=0)
+    confidence = models.FloatField(null=True, blank=True, help_text="0-10, from the validators.")
+    validation = models.JSONField(
+        default=list, blank=True, help_text="Each validator's score, weight and reason."
+    )
     prompt = models.TextField(blank=True)
     output = models.TextField(blank=True)
     prompt_sha256 = models.CharField(max_length=64, blank=True)
