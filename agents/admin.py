@@ -49,11 +49,11 @@ class AgentAdmin(_AgentAdminBase):
 
 @admin.register(ApiKey)
 class ApiKeyAdmin(_ApiKeyAdminBase):
-    list_display = ("prefix", "agent", "label", "created_at", "revoked_at")
-    list_filter = ("agent",)
+    list_display = ("prefix", "agent", "scope", "label", "created_at", "revoked_at")
+    list_filter = ("scope", "agent")
     search_fields = ("prefix", "agent__name", "label")
-    readonly_fields = ("agent", "prefix", "created_at", "revoked_at")
-    fields = ("agent", "label", "prefix", "created_at", "revoked_at")
+    readonly_fields = ("agent", "scope", "prefix", "created_at", "revoked_at")
+    fields = ("agent", "scope", "label", "prefix", "created_at", "revoked_at")
     actions = ["revoke"]
 
     def has_add_permission(self, request: HttpRequest) -> bool:

@@ -25,10 +25,17 @@ class Agent(models.Model):
 class ApiKey(models.Model):
     """A bearer key of an agent. Only its SHA-256 is stored; the key is shown once, at creation."""
 
+    class Scope(models.TextChoices):
+        """What a key may call: the completion API (agents) or the review decision API."""
+
+        AGENT = "agent", "Agent (completion API)"
+        REVIEWER = "reviewer", "Reviewer (review decision API)"
+
     agent = models.ForeignKey(Agent, on_delete=models.CASCADE, related_name="api_keys")
     label = models.CharField(max_length=100, blank=True)
     prefix = models.CharField(max_length=16, help_text="The first characters, to recognise a key.")
     key_hash = models.CharField(max_length=64, unique=True, editable=False)
+    scope = models.CharField(max_length=16, choices=Scope.choices, default=Scope.AGENT)
     created_at = models.DateTimeField(auto_now_add=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
 

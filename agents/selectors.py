@@ -26,7 +26,13 @@ _MAX_CACHED_KEYS = 10_000
 def _caller_from_db(key_hash: str) -> Caller | None:
     key = (
         ApiKey.objects.select_related("agent")
-        .filter(key_hash=key_hash, revoked_at__isnull=True, agent__is_active=True)
+        .filter(
+            key_hash=key_hash,
+            revoked_at__isnull=True,
+            agent__is_active=True,
+            # Reviewer keys decide reviews; they do not spend money on completions.
+            scope=ApiKey.Scope.AGENT,
+        )
         .first()
     )
     return Caller(agent=key.agent.name, key_prefix=key.prefix) if key else None

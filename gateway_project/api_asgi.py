@@ -146,9 +146,7 @@ class ApiHandler:
             return _error(404, f"No endpoint at {request.path_info}.", "not_found")
         try:
             if asyncio.iscoroutinefunction(match.func):
-                response: HttpResponseBase = await match.func(
-                    request, *match.args, **match.kwargs
-                )
+                response: HttpResponseBase = await match.func(request, *match.args, **match.kwargs)
             else:
                 # Control-plane endpoints (DRF views) are synchronous; run them in a worker thread.
                 response = await sync_to_async(match.func, thread_sensitive=False)(

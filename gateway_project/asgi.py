@@ -29,6 +29,7 @@ Send = Any
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:
+    from learning.validators import warm_up
     from providers.health import health_loop
     from routing.audit import audit_writer
     from routing.clients import close_http_client
@@ -37,6 +38,8 @@ async def _lifespan(receive: Receive, send: Send) -> None:
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
+            # Load the language model and schema machinery now, not inside the first request.
+            await asyncio.to_thread(warm_up)
             audit_writer._ensure_running()
             background.append(asyncio.create_task(health_loop(), name="provider-health"))
             await send({"type": "lifespan.startup.complete"})

@@ -247,6 +247,9 @@ class GatewaySettings(TypedDict):
     DEFAULT_TASK_TYPE: str
 
 
+# Signs verdict callbacks to agents (HMAC-SHA256 of the body); give it to the agents that verify.
+GATEWAY_CALLBACK_SECRET = os.environ.get("GATEWAY_CALLBACK_SECRET", "")
+
 GATEWAY: GatewaySettings = {
     # Retries of one deployment before falling over to the next (transient errors only).
     "MAX_RETRIES": env_int("GATEWAY_MAX_RETRIES", 1),

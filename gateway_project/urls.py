@@ -9,4 +9,5 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("", include("django_prometheus.urls")),
     path("", include("routing.urls")),
+    path("", include("reviews.urls")),
 ]

@@ -80,10 +80,17 @@ def _write(batch: list[dict[str, Any]]) -> None:
         _insert = _BatchInsert()
     close_old_connections()
     try:
-        with transaction.atomic(), connection.cursor() as cursor:
-            cursor.executemany(
-                _insert.sql(connection), [_insert.params(row, connection) for row in batch]
-            )
+        with transaction.atomic():
+            with connection.cursor() as cursor:
+                cursor.executemany(
+                    _insert.sql(connection), [_insert.params(row, connection) for row in batch]
+                )
+            # Answers for a person to look at get their review item in the same transaction.
+            to_review = [row for row in batch if row.get("review_reason")]
+            if to_review:
+                from reviews.services import review_items_create
+
+                review_items_create(rows=to_review)
     finally:
         close_old_connections()
 
@@ -101,6 +108,13 @@ class AuditWriter:
     @property
     def pending(self) -> int:
         return len(self._pending)
+
+    def pending_row(self, request_id: str) -> dict[str, Any] | None:
+        """A queued, not yet written record (a caller polling right after its answer)."""
+        for row in reversed(self._pending):
+            if row.get("request_id") == request_id:
+                return row
+        return None
 
     def submit(self, row: dict[str, Any]) -> None:
         """Queue one record (never blocks, never touches the database)."""

@@ -16,6 +16,10 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 
 from gateway_project.shared_state import shared_state
+from learning.gates import GateConfig
+from learning.selectors import gate_configs, validator_settings
+from learning.validators import DEFAULT_SETTINGS
+from learning.validators.base import ValidatorSetting
 from providers.base import Target
 from providers.models import TIER_ORDER, FallbackChainEntry, ModelDeployment, Provider, Tier
 
@@ -70,6 +74,16 @@ class RoutingSnapshot:
     caller_preferences: dict[tuple[str, str], RouteChoice]
     rules: tuple[Rule, ...]
     providers: dict[int, str] = field(default_factory=dict)
+    default_gate: GateConfig = field(default_factory=GateConfig)
+    gates: dict[str, GateConfig] = field(default_factory=dict)
+    default_validators: tuple[ValidatorSetting, ...] = ()
+    validators: dict[str, tuple[ValidatorSetting, ...]] = field(default_factory=dict)
+
+    def gate_for(self, task_type: str) -> GateConfig:
+        return self.gates.get(task_type, self.default_gate)
+
+    def validators_for(self, task_type: str) -> tuple[ValidatorSetting, ...]:
+        return self.validators.get(task_type, self.default_validators)
 
     @property
     def public_names(self) -> list[str]:
@@ -146,6 +160,8 @@ def build_snapshot(version: str) -> RoutingSnapshot:
         if compiled is not None:
             rules.append(Rule(task_type=rule.task_type, regex=compiled))
 
+    default_gate, gates = gate_configs()
+    default_validators, validators = validator_settings(DEFAULT_SETTINGS)
     return RoutingSnapshot(
         version=version,
         deployments=tuple(deployments),
@@ -160,6 +176,10 @@ def build_snapshot(version: str) -> RoutingSnapshot:
         },
         rules=tuple(rules),
         providers={p.id: p.name for p in providers.values()},
+        default_gate=default_gate,
+        gates=gates,
+        default_validators=default_validators,
+        validators=validators,
     )
 
 

@@ -26,3 +26,11 @@ COST = Counter("gateway_cost_usd_total", "Cost in USD by model", ["model"])
 AUDIT_PENDING_WRITES = Counter(
     "gateway_audit_records_written_total", "Audit records written to the database"
 )
+ESCALATIONS = Counter(
+    "gateway_escalations_total",
+    "Answers escalated to the next tier for low confidence",
+    ["task_type", "from_tier"],
+)
+GATE_STATUS = Counter(
+    "gateway_gate_status_total", "Answered requests by confidence gate", ["status"]
+)

@@ -1,11 +1,13 @@
 """The completion pipeline shared by the native and the OpenAI-compatible API.
 
-A view validates its wire format into a :class:`CompletionJob`; ``completion_run`` or
-``completion_stream_open`` route it; ``audit_job`` queues the audit record. Views only translate.
+A view validates its wire format into a :class:`CompletionJob`; ``completion_run`` routes, scores,
+escalates and gates it (``completion_stream_open`` and ``stream_outcome`` do the same for a
+stream, scored at its end); ``audit_completed`` queues the audit record. Views only translate.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -14,13 +16,14 @@ from typing import Any
 from django.utils import timezone
 
 from agents.selectors import Caller
-from providers.base import ChatRequest, Usage
+from learning.validators import AnswerContext, Confidence, ValidatorSetting, score_answer
+from providers.base import ChatRequest, ChatResult, Usage
 from providers.models import TIER_ORDER
 
 from . import metrics, router
 from .audit import audit_writer
 from .classify import Classification, classify
-from .config import Deployment, RoutingSnapshot, current_snapshot
+from .config import Deployment, RouteChoice, RoutingSnapshot, current_snapshot
 
 TIER_ALIASES = frozenset(TIER_ORDER)
 AUTO_MODEL = "auto"
@@ -81,25 +84,190 @@ async def _plan(job: CompletionJob) -> tuple[RoutingSnapshot, list[Deployment]]:
     return snapshot, router.plan_route(snapshot, choice=choice, tier=tier, model=model)
 
 
-async def completion_run(job: CompletionJob) -> router.Completed:
-    """Route a whole-answer request; audits failures itself, successes via ``audit_completed``."""
+@dataclass(slots=True)
+class Answer:
+    """One answer and how good the validators found it."""
+
+    result: ChatResult
+    deployment: Deployment
+    usage: Usage
+    confidence: Confidence
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What a request ends with: the best answer, its gate, and everything it took."""
+
+    best: Answer
+    status: str
+    attempts: list[dict[str, Any]]
+    cost_usd: float
+    tokens_in: int
+    tokens_out: int
+    escalations: int
+    review_reason: str
+
+
+def answer_context(job: CompletionJob, output: str, finish_reason: str, *,
+                   interrupted: bool = False, second_opinion: str | None = None) -> AnswerContext:  # fmt: skip
+    return AnswerContext(
+        task_type=job.task_type,
+        prompt=job.last_user_text,
+        output=output,
+        finish_reason=finish_reason,
+        language=str(job.metadata.get("language") or ""),
+        response_format=job.chat.response_format,
+        stream_interrupted=interrupted,
+        second_opinion=second_opinion,
+    )
+
+
+def _second_opinion_task(
+    snapshot: RoutingSnapshot, job: CompletionJob, settings: tuple[ValidatorSetting, ...]
+) -> asyncio.Task[str | None] | None:
+    """Start asking the agreement model in parallel, when the task type's validators want one."""
+    setting = next((s for s in settings if s.name == "agreement"), None)
+    model = str(setting.params.get("model", "")) if setting else ""
+    if not model or model not in snapshot.by_public_name:
+        return None
+
+    async def ask() -> str | None:
+        plan = list(snapshot.by_public_name[model])
+        try:
+            done = await router.complete(plan, job.chat, deadline=job.deadline)
+        except router.RoutingError:
+            return None
+        return done.result.text
+
+    return asyncio.create_task(ask())
+
+
+async def completion_run(job: CompletionJob) -> Outcome:
+    """Route a whole-answer request, score it, escalate while it is weak and allowed, and gate it.
+
+    Failures are audited here; successes by ``audit_completed`` once the view has its answer.
+    """
     try:
-        _, plan = await _plan(job)
-        done = await router.complete(plan, job.chat, deadline=job.deadline)
+        snapshot, plan = await _plan(job)
     except router.RoutingError as exc:
         audit_failed(job, exc.http_status, exc.message, [a.as_dict() for a in exc.attempts])
         raise
-    return done
+    gate = snapshot.gate_for(job.task_type)
+    settings = snapshot.validators_for(job.task_type)
+    second = _second_opinion_task(snapshot, job, settings)
+    attempts: list[dict[str, Any]] = []
+    best: Answer | None = None
+    cost = 0.0
+    tokens_in = tokens_out = 0
+    escalations = 0
+    while True:
+        try:
+            done = await router.complete(plan, job.chat, deadline=job.deadline)
+        except router.RoutingError as exc:
+            attempts.extend(a.as_dict() for a in exc.attempts)
+            if best is None:
+                if second is not None:
+                    second.cancel()
+                audit_failed(job, exc.http_status, exc.message, attempts)
+                raise router.RoutingError(
+                    exc.message, code=exc.code, http_status=exc.http_status, attempts=exc.attempts
+                ) from exc
+            break  # the escalation found nothing better: keep the answer we have
+        usage = estimate_usage(job, done.result.text, done.result.usage)
+        spent = done.deployment.cost_usd(usage.input_tokens, usage.output_tokens)
+        cost += spent
+        tokens_in += usage.input_tokens
+        tokens_out += usage.output_tokens
+        opinion = None
+        if second is not None:
+            try:
+                opinion = await asyncio.wait_for(
+                    asyncio.shield(second), max(0.0, job.deadline - time.monotonic())
+                )
+            except TimeoutError:
+                opinion = None
+        confidence = score_answer(
+            answer_context(
+                job, done.result.text, done.result.finish_reason, second_opinion=opinion
+            ),
+            settings,
+        )
+        step = [a.as_dict() for a in done.attempts]
+        step[-1].update(confidence=confidence.score, cost_usd=round(spent, 8))
+        if escalations:
+            step[0]["escalation"] = escalations
+        attempts.extend(step)
+        answer = Answer(done.result, done.deployment, usage, confidence)
+        if best is None or confidence.score > best.confidence.score:
+            best = answer
+        if not gate.may_escalate(
+            confidence=confidence.score, tier=done.deployment.tier, steps=escalations, cost_usd=cost
+        ):
+            break
+        next_tier = TIER_ORDER[TIER_ORDER.index(done.deployment.tier) + 1]
+        plan = router.plan_route(snapshot, choice=RouteChoice(start_tier=next_tier))
+        escalations += 1
+        metrics.ESCALATIONS.labels(job.task_type or "unknown", done.deployment.tier).inc()
+    if second is not None and not second.done():
+        second.cancel()
+    status = gate.status_for(best.confidence.score)
+    return Outcome(
+        best=best,
+        status=status,
+        attempts=attempts,
+        cost_usd=cost,
+        tokens_in=tokens_in,
+        tokens_out=tokens_out,
+        escalations=escalations,
+        review_reason=gate.review_reason(status),
+    )
 
 
-async def completion_stream_open(job: CompletionJob) -> router.OpenStream:
-    """Route a streaming request up to its first chunk."""
+async def completion_stream_open(job: CompletionJob) -> tuple[router.OpenStream, RoutingSnapshot]:
+    """Route a streaming request up to its first chunk (streams are scored at their end)."""
     try:
-        _, plan = await _plan(job)
-        return await router.open_stream(plan, job.chat, deadline=job.deadline)
+        snapshot, plan = await _plan(job)
+        return await router.open_stream(plan, job.chat, deadline=job.deadline), snapshot
     except router.RoutingError as exc:
         audit_failed(job, exc.http_status, exc.message, [a.as_dict() for a in exc.attempts])
         raise
+
+
+def stream_outcome(
+    job: CompletionJob,
+    snapshot: RoutingSnapshot,
+    opened: router.OpenStream,
+    *,
+    output: str,
+    finish_reason: str,
+    usage: Usage,
+    interrupted: bool,
+) -> Outcome:
+    """Score and gate a finished stream; it cannot be escalated, so low scores go to review."""
+    gate = snapshot.gate_for(job.task_type)
+    confidence = score_answer(
+        answer_context(job, output, finish_reason, interrupted=interrupted),
+        snapshot.validators_for(job.task_type),
+    )
+    status = gate.status_for(confidence.score)
+    cost = opened.deployment.cost_usd(usage.input_tokens, usage.output_tokens)
+    attempts = [a.as_dict() for a in opened.attempts]
+    attempts[-1].update(confidence=confidence.score, cost_usd=round(cost, 8))
+    return Outcome(
+        best=Answer(
+            ChatResult(text=output, finish_reason=finish_reason, usage=usage),
+            opened.deployment,
+            usage,
+            confidence,
+        ),
+        status=status,
+        attempts=attempts,
+        cost_usd=cost,
+        tokens_in=usage.input_tokens,
+        tokens_out=usage.output_tokens,
+        escalations=0,
+        review_reason=gate.review_reason(status),
+    )
 
 
 def _base_row(job: CompletionJob) -> dict[str, Any]:
@@ -135,38 +303,38 @@ def audit_failed(
 
 
 def audit_completed(
-    job: CompletionJob,
-    *,
-    deployment: Deployment,
-    attempts: list[dict[str, Any]],
-    output: str,
-    usage: Usage,
-    status: str = "completed",
-    error: str = "",
-) -> float:
-    """Queue the record of an answered request; returns its cost in USD."""
-    cost = deployment.cost_usd(usage.input_tokens, usage.output_tokens)
+    job: CompletionJob, outcome: Outcome, *, status: str = "", error: str = ""
+) -> None:
+    """Queue the record of an answered request (``status`` overrides the gate, e.g. for a stream
+    the client closed)."""
+    best = outcome.best
+    status = status or outcome.status
     row = _base_row(job)
     row.update(
         status=status,
         http_status=200,
         error=error[:500],
-        attempts=attempts,
-        provider=deployment.provider_name,
-        model=deployment.public_name,
-        tier=deployment.tier,
-        tokens_in=usage.input_tokens,
-        tokens_out=usage.output_tokens,
-        cost_usd=round(cost, 8),
-        output=output,
+        attempts=outcome.attempts,
+        provider=best.deployment.provider_name,
+        model=best.deployment.public_name,
+        tier=best.deployment.tier,
+        tokens_in=outcome.tokens_in,
+        tokens_out=outcome.tokens_out,
+        cost_usd=round(outcome.cost_usd, 8),
+        confidence=best.confidence.score,
+        validation=[r.as_dict() for r in best.confidence.results],
+        output=best.result.text,
     )
+    if outcome.review_reason:
+        row["review_reason"] = outcome.review_reason
     audit_writer.submit(row)
+    model = best.deployment.public_name
     metrics.REQUESTS.labels(job.endpoint, status).inc()
-    metrics.TOKENS.labels(deployment.public_name, "in").inc(usage.input_tokens)
-    metrics.TOKENS.labels(deployment.public_name, "out").inc(usage.output_tokens)
-    if cost:
-        metrics.COST.labels(deployment.public_name).inc(cost)
-    return cost
+    metrics.GATE_STATUS.labels(status).inc()
+    metrics.TOKENS.labels(model, "in").inc(outcome.tokens_in)
+    metrics.TOKENS.labels(model, "out").inc(outcome.tokens_out)
+    if outcome.cost_usd:
+        metrics.COST.labels(model).inc(outcome.cost_usd)
 
 
 def estimate_usage(job: CompletionJob, output: str, usage: Usage | None) -> Usage:

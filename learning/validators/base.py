@@ -34,8 +34,13 @@ class AnswerContext:
 class ValidatorResult:
     name: str
     score: float  # 0..10
-    weight: float  # > 0
+    # >= 0. The scorer multiplies it by the setting's weight; 0 records the result for the reviewer
+    # without counting it (a configuration problem, a validator that failed).
+    weight: float
     reason: str
+    # A decisive failure (empty, broken JSON, wrong language, refusal...) caps the confidence at
+    # this score whatever the other validators say (docs/adr/0003).
+    decisive: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -43,6 +48,7 @@ class ValidatorResult:
             "score": round(self.score, 2),
             "weight": self.weight,
             "reason": self.reason,
+            "decisive": self.decisive,
         }
 
 

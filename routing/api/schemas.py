@@ -8,6 +8,7 @@ Every wrong field is reported, by name, in one 400.
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal, TypeVar
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -89,8 +90,21 @@ class CompletionRequest(RequestModel):
     temperature: Temperature = None
     top_p: TopP = None
     metadata: dict[str, Any] | None = None
+    callback_url: Annotated[str, Field(max_length=2000)] = ""
 
     _check_max_tokens = field_validator("max_tokens")(check_max_tokens)
+
+    @field_validator("callback_url")
+    @classmethod
+    def _callback_url(cls, value: str) -> str:
+        if not value:
+            return value
+        parts = urlsplit(value)
+        if parts.scheme not in {"http", "https"} or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL")
+        if parts.username or parts.password:
+            raise ValueError("must not carry credentials")
+        return value
 
     @field_validator("messages", mode="plain")
     @classmethod

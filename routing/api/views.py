@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 import orjson
+from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
@@ -22,7 +23,8 @@ from providers.base import ChatRequest, Message, ProviderError, Usage
 
 from .. import metrics, router
 from ..classify import classify, valid_task_type
-from ..config import current_snapshot
+from ..config import RoutingSnapshot, current_snapshot
+from ..selectors import completion_status
 from ..services import (
     AUTO_MODEL,
     TIER_ALIASES,
@@ -32,6 +34,7 @@ from ..services import (
     completion_run,
     completion_stream_open,
     estimate_usage,
+    stream_outcome,
 )
 from .common import (
     ApiError,
@@ -129,6 +132,8 @@ async def completion_create(request: HttpRequest) -> HttpResponse:
     metadata = dict(data.metadata or {})
     if language:
         metadata["language"] = language
+    if data.callback_url:
+        metadata["callback_url"] = data.callback_url
     job = CompletionJob(
         endpoint="completion",
         request_id=new_request_id(),
@@ -147,34 +152,46 @@ async def completion_create(request: HttpRequest) -> HttpResponse:
         metadata=metadata,
     )
     try:
-        done = await completion_run(job)
+        outcome = await completion_run(job)
     except UnknownModel as exc:
         raise _unknown_model(exc) from None
     except router.RoutingError as exc:
         raise _routing_error(exc) from None
-    usage = estimate_usage(job, done.result.text, done.result.usage)
-    attempts = [a.as_dict() for a in done.attempts]
-    cost = audit_completed(
-        job, deployment=done.deployment, attempts=attempts, output=done.result.text, usage=usage
-    )
+    audit_completed(job, outcome)
+    best = outcome.best
     latency_ms = int((time.monotonic() - job.started) * 1000)
     metrics.REQUEST_LATENCY.labels("completion").observe(latency_ms / 1000)
     return json_response(
         {
             "id": job.request_id,
-            "status": "completed",
-            "model": done.deployment.public_name,
+            "status": outcome.status,
+            "confidence": best.confidence.score,
+            "model": best.deployment.public_name,
             "task_type": job.task_type,
             "latency_ms": latency_ms,
-            "tokens": {"in": usage.input_tokens, "out": usage.output_tokens},
-            "output": done.result.text,
-            "finish_reason": done.result.finish_reason,
-            "provider": done.deployment.provider_name,
-            "tier": done.deployment.tier,
-            "cost_usd": round(cost, 8),
-            "attempts": attempts,
+            "tokens": {"in": outcome.tokens_in, "out": outcome.tokens_out},
+            "output": best.result.text,
+            "finish_reason": best.result.finish_reason,
+            "provider": best.deployment.provider_name,
+            "tier": best.deployment.tier,
+            "cost_usd": round(outcome.cost_usd, 8),
+            "escalations": outcome.escalations,
+            "validation": [r.as_dict() for r in best.confidence.results],
+            "attempts": outcome.attempts,
         }
     )
+
+
+@api_endpoint("GET")
+async def completion_detail(request: HttpRequest, request_id: str) -> HttpResponse:
+    """The current state of an earlier completion: its gate and, once reviewed, the verdict."""
+    caller = await authenticate(request)
+    data = await sync_to_async(completion_status, thread_sensitive=False)(
+        request_id=request_id, agent=caller.agent
+    )
+    if data is None:
+        raise ApiError(404, f"No completion {request_id} for this agent.", code="not_found")
+    return json_response(data)
 
 
 # --- POST /v1/chat/completions (OpenAI-compatible) --------------------------------------------
@@ -222,41 +239,40 @@ async def chat_completions(request: HttpRequest) -> HttpResponseBase:
         include_usage = bool((data.stream_options or {}).get("include_usage"))
         return await _chat_stream(job, headers, include_usage)
     try:
-        done = await completion_run(job)
+        outcome = await completion_run(job)
     except UnknownModel as exc:
         raise _unknown_model(exc) from None
     except router.RoutingError as exc:
         raise _routing_error(exc) from None
-    usage = estimate_usage(job, done.result.text, done.result.usage)
-    audit_completed(
-        job,
-        deployment=done.deployment,
-        attempts=[a.as_dict() for a in done.attempts],
-        output=done.result.text,
-        usage=usage,
-    )
+    audit_completed(job, outcome)
+    best = outcome.best
     metrics.REQUEST_LATENCY.labels("chat").observe(time.monotonic() - job.started)
     return json_response(
         {
             "id": "chatcmpl-" + job.request_id[5:],
             "object": "chat.completion",
             "created": int(job.started_at.timestamp()),
-            "model": done.deployment.public_name,
+            "model": best.deployment.public_name,
             "choices": [
                 {
                     "index": 0,
-                    "message": {"role": "assistant", "content": done.result.text},
-                    "finish_reason": done.result.finish_reason,
+                    "message": {"role": "assistant", "content": best.result.text},
+                    "finish_reason": best.result.finish_reason,
                     "logprobs": None,
                 }
             ],
             "usage": {
-                "prompt_tokens": usage.input_tokens,
-                "completion_tokens": usage.output_tokens,
-                "total_tokens": usage.input_tokens + usage.output_tokens,
+                "prompt_tokens": outcome.tokens_in,
+                "completion_tokens": outcome.tokens_out,
+                "total_tokens": outcome.tokens_in + outcome.tokens_out,
             },
         },
-        headers={**headers, "X-Gateway-Provider": done.deployment.provider_name},
+        headers={
+            **headers,
+            "X-Gateway-Provider": best.deployment.provider_name,
+            "X-Gateway-Status": outcome.status,
+            "X-Gateway-Confidence": f"{best.confidence.score:.2f}",
+        },
     )
 
 
@@ -264,14 +280,14 @@ async def _chat_stream(
     job: CompletionJob, headers: dict[str, str], include_usage: bool
 ) -> StreamingHttpResponse:
     try:
-        opened = await completion_stream_open(job)
+        opened, snapshot = await completion_stream_open(job)
     except UnknownModel as exc:
         raise _unknown_model(exc) from None
     except router.RoutingError as exc:
         raise _routing_error(exc) from None
     metrics.REQUEST_LATENCY.labels("chat_stream").observe(time.monotonic() - job.started)
     response = StreamingHttpResponse(
-        _sse_events(job, opened, include_usage), content_type="text/event-stream"
+        _sse_events(job, snapshot, opened, include_usage), content_type="text/event-stream"
     )
     response["Cache-Control"] = "no-cache"
     response["X-Accel-Buffering"] = "no"
@@ -281,9 +297,13 @@ async def _chat_stream(
 
 
 async def _sse_events(
-    job: CompletionJob, opened: router.OpenStream, include_usage: bool
+    job: CompletionJob, snapshot: RoutingSnapshot, opened: router.OpenStream, include_usage: bool
 ) -> AsyncIterator[bytes]:
-    """Relay the upstream stream as OpenAI chunks; audit it however it ends."""
+    """Relay the upstream stream as OpenAI chunks, scored at the end; audit it however it ends.
+
+    The gate is only known once the answer is complete, so it travels in a final SSE comment
+    (``: x-gateway-status=… x-gateway-confidence=…``) before ``[DONE]``: SDKs ignore comments.
+    """
     base = {
         "id": "chatcmpl-" + job.request_id[5:],
         "object": "chat.completion.chunk",
@@ -332,8 +352,17 @@ async def _sse_events(
                 },
             }
             yield b"data: " + orjson.dumps(usage_chunk) + b"\n\n"
+        outcome = stream_outcome(
+            job, snapshot, opened, output="".join(parts), finish_reason=finish_reason or "stop",
+            usage=final_usage, interrupted=False,
+        )  # fmt: skip
+        status = ""  # the gate's
+        yield (
+            f": x-gateway-status={outcome.status} "
+            f"x-gateway-confidence={outcome.best.confidence.score:.2f} "
+            f"x-gateway-request-id={job.request_id}\n\n"
+        ).encode()
         yield b"data: [DONE]\n\n"
-        status = "completed"
     except ProviderError as exc:
         # Too late to fall over: the client has the first bytes. Tell it in OpenAI's error shape.
         status, error = "failed", f"stream interrupted: {exc.message}"
@@ -346,15 +375,13 @@ async def _sse_events(
         if closer is not None:
             await closer()
         output = "".join(parts)
-        audit_completed(
-            job,
-            deployment=opened.deployment,
-            attempts=[a.as_dict() for a in opened.attempts],
-            output=output,
-            usage=estimate_usage(job, output, usage),
-            status=status,
-            error=error,
-        )
+        if status:  # ended early: no gate, and nothing for review
+            outcome = stream_outcome(
+                job, snapshot, opened, output=output, finish_reason=finish_reason or "error",
+                usage=estimate_usage(job, output, usage), interrupted=True,
+            )  # fmt: skip
+            outcome.review_reason = ""
+        audit_completed(job, outcome, status=status, error=error)
 
 
 # --- GET /v1/models, POST /v1/classify ------------------------------------------------------

@@ -4,25 +4,36 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('routing', '0002_default_route'),
+        ("routing", "0002_default_route"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='auditrecord',
-            name='confidence',
-            field=models.FloatField(blank=True, help_text='0-10, from the validators.', null=True),
+            model_name="auditrecord",
+            name="confidence",
+            field=models.FloatField(blank=True, help_text="0-10, from the validators.", null=True),
         ),
         migrations.AddField(
-            model_name='auditrecord',
-            name='validation',
-            field=models.JSONField(blank=True, default=list, help_text="Each validator's score, weight and reason."),
+            model_name="auditrecord",
+            name="validation",
+            field=models.JSONField(
+                blank=True, default=list, help_text="Each validator's score, weight and reason."
+            ),
         ),
         migrations.AlterField(
-            model_name='auditrecord',
-            name='status',
-            field=models.CharField(choices=[('approved', 'Approved'), ('warning', 'Warning'), ('pending_review', 'Pending review'), ('failed', 'Failed'), ('client_closed', 'Client closed the stream')], db_index=True, max_length=24),
+            model_name="auditrecord",
+            name="status",
+            field=models.CharField(
+                choices=[
+                    ("approved", "Approved"),
+                    ("warning", "Warning"),
+                    ("pending_review", "Pending review"),
+                    ("failed", "Failed"),
+                    ("client_closed", "Client closed the stream"),
+                ],
+                db_index=True,
+                max_length=24,
+            ),
         ),
     ]

@@ -77,7 +77,7 @@ def test_audit_records_are_read_only(admin_client):
 
     now = timezone.now()
     record = AuditRecord.objects.create(
-        request_id="call-x", endpoint="completion", caller="a", status="completed",
+        request_id="call-x", endpoint="completion", caller="a", status="approved",
         http_status=200, created_at=now, finished_at=now,
     )  # fmt: skip
     assert admin_client.get("/admin/routing/auditrecord/add/").status_code == 403

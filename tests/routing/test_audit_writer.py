@@ -17,7 +17,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def row(n: int) -> dict[str, Any]:
     now = timezone.now()
     return {
-        "request_id": f"call-{n}", "endpoint": "completion", "caller": "t", "status": "completed",
+        "request_id": f"call-{n}", "endpoint": "completion", "caller": "t", "status": "approved",
         "http_status": 200, "created_at": now, "finished_at": now, "prompt": "p", "output": "o",
     }  # fmt: skip
 

@@ -79,6 +79,7 @@ def test_metrics_count_requests_and_attempts(gateway, setup):
         headers={"Authorization": f"Bearer {key}"},
     )
     text = httpx.get(f"{gateway.url}/metrics").text
-    assert 'gateway_requests_total{endpoint="completion",status="completed"}' in text
+    assert 'gateway_requests_total{endpoint="completion",status="' in text
+    assert "gateway_gate_status_total{" in text
     assert 'gateway_upstream_attempts_total{outcome="ok",provider="sim-ollama"}' in text
     assert "gateway_request_latency_seconds_bucket" in text

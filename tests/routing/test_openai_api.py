@@ -53,7 +53,7 @@ def test_sdk_streaming(sdk, gateway):
     assert usage is not None and usage.completion_tokens == len(text.split())
     gateway.flush_audit()
     record = AuditRecord.objects.get(stream=True)
-    assert record.status == "completed" and record.output == text and record.model == "sim-medium"
+    assert record.status == "approved" and record.output == text and record.model == "sim-medium"
 
 
 def test_stream_falls_over_before_the_first_byte(sdk, simulator):

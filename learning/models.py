@@ -1,0 +1,97 @@
+"""Per-task-type configuration of the validators and overrides of the gate tunables."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import models
+
+from .tunables import TUNABLES
+
+
+def _tunable_choices() -> list[tuple[str, str]]:
+    return [(name, name) for name in TUNABLES]
+
+
+class ValidatorConfig(models.Model):
+    """How one validator runs for a task type (empty task type: every task type)."""
+
+    task_type = models.SlugField(max_length=100, blank=True, help_text="Empty: all task types.")
+    validator = models.CharField(max_length=50)
+    enabled = models.BooleanField(default=True)
+    weight = models.FloatField(
+        default=1.0, help_text="0 runs it in shadow mode: recorded in the breakdown, not counted."
+    )
+    params = models.JSONField(default=dict, blank=True, help_text="Validator parameters (JSON).")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["task_type", "validator"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["task_type", "validator"], name="unique_validator_config"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.task_type or '*'}: {self.validator}"
+
+    def clean(self) -> None:
+        from .validators.registry import VALIDATORS
+
+        if self.validator not in VALIDATORS:
+            raise ValidationError(
+                {"validator": f"Unknown validator; one of {', '.join(VALIDATORS)}."}
+            )
+        if self.weight <= 0:
+            raise ValidationError({"weight": "Must be positive (disable the row instead)."})
+        if not isinstance(self.params, dict):
+            raise ValidationError({"params": "Must be a JSON object."})
+
+
+class TunableOverride(models.Model):
+    """A value replacing a tunable's default, globally or for one task type."""
+
+    name = models.CharField(max_length=50, choices=_tunable_choices)
+    task_type = models.SlugField(max_length=100, blank=True, help_text="Empty: all task types.")
+    value = models.FloatField()
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name", "task_type"]
+        constraints = [
+            models.UniqueConstraint(fields=["name", "task_type"], name="unique_tunable_override")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name}[{self.task_type or '*'}] = {self.value:g}"
+
+    def clean(self) -> None:
+        tunable = TUNABLES.get(self.name)
+        if tunable is None:
+            raise ValidationError({"name": "Unknown tunable."})
+        if not tunable.minimum <= self.value <= tunable.maximum:
+            raise ValidationError(
+                {"value": f"Must be between {tunable.minimum:g} and {tunable.maximum:g}."}
+            )
+
+
+class TunableChange(models.Model):
+    """History: every change of a tunable, by a person or (later) a learning cycle."""
+
+    name = models.CharField(max_length=50)
+    task_type = models.CharField(max_length=100, blank=True)
+    old_value = models.FloatField(null=True, help_text="Empty: it was the default.")
+    new_value = models.FloatField(null=True, help_text="Empty: back to the default.")
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    source = models.CharField(max_length=50, default="admin")
+    reason = models.CharField(max_length=300, blank=True)
+    changed_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-changed_at"]
+
+    def __str__(self) -> str:
+        return f"{self.name}[{self.task_type or '*'}]: {self.old_value} → {self.new_value}"

@@ -1,0 +1,45 @@
+"""Reads of gate and validator configuration, in the shape the routing snapshot keeps."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from .gates import GateConfig
+from .models import TunableOverride, ValidatorConfig
+from .validators.base import ValidatorSetting
+
+
+def gate_configs() -> tuple[GateConfig, dict[str, GateConfig]]:
+    """The global gate config and one per task type that overrides anything."""
+    global_layer: dict[str, float] = {}
+    per_task: dict[str, dict[str, float]] = defaultdict(dict)
+    for override in TunableOverride.objects.all():
+        if override.task_type:
+            per_task[override.task_type][override.name] = override.value
+        else:
+            global_layer[override.name] = override.value
+    default = GateConfig.from_overrides(global_layer)
+    return default, {
+        task: GateConfig.from_overrides(global_layer, layer) for task, layer in per_task.items()
+    }
+
+
+def validator_settings(
+    defaults: tuple[ValidatorSetting, ...],
+) -> tuple[tuple[ValidatorSetting, ...], dict[str, tuple[ValidatorSetting, ...]]]:
+    """The validators to run: the defaults, changed by rows for all task types, then per task."""
+    global_rows: dict[str, ValidatorSetting] = {}
+    per_task: dict[str, dict[str, ValidatorSetting]] = defaultdict(dict)
+    for row in ValidatorConfig.objects.all():
+        setting = ValidatorSetting(
+            name=row.validator, weight=row.weight, enabled=row.enabled, params=dict(row.params)
+        )
+        (per_task[row.task_type] if row.task_type else global_rows)[row.validator] = setting
+
+    def merged(*layers: dict[str, ValidatorSetting]) -> tuple[ValidatorSetting, ...]:
+        by_name = {s.name: s for s in defaults}
+        for layer in layers:
+            by_name.update(layer)
+        return tuple(s for s in by_name.values() if s.enabled)
+
+    return merged(global_rows), {task: merged(global_rows, rows) for task, rows in per_task.items()}

@@ -1,0 +1,68 @@
+"""Writes of gate tunables and validator configuration, each audited and hot-reloaded."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import transaction
+
+from .models import TunableChange, TunableOverride, ValidatorConfig
+from .tunables import TUNABLES
+
+
+def _config_changed_on_commit() -> None:
+    from routing.config import routing_config_changed
+
+    transaction.on_commit(routing_config_changed)
+
+
+@transaction.atomic
+def tunable_set(
+    *,
+    name: str,
+    value: float | None,
+    task_type: str = "",
+    actor: Any = None,
+    source: str = "admin",
+    reason: str = "",
+) -> TunableChange:
+    """Override a tunable (``value=None`` goes back to the default); records the change."""
+    tunable = TUNABLES[name]
+    if value is not None and not tunable.minimum <= value <= tunable.maximum:
+        raise ValueError(f"{name} must be between {tunable.minimum:g} and {tunable.maximum:g}")
+    current = (
+        TunableOverride.objects.select_for_update().filter(name=name, task_type=task_type).first()
+    )
+    old_value = current.value if current else None
+    if value is None:
+        if current is not None:
+            current.delete()
+    elif current is None:
+        TunableOverride.objects.create(name=name, task_type=task_type, value=value)
+    else:
+        current.value = value
+        current.save(update_fields=["value", "updated_at"])
+    change = TunableChange.objects.create(
+        name=name,
+        task_type=task_type,
+        old_value=old_value,
+        new_value=value,
+        actor=actor if getattr(actor, "pk", None) else None,
+        source=source,
+        reason=reason,
+    )
+    _config_changed_on_commit()
+    return change
+
+
+@transaction.atomic
+def validator_config_save(*, config: ValidatorConfig) -> None:
+    config.full_clean()
+    config.save()
+    _config_changed_on_commit()
+
+
+@transaction.atomic
+def validator_config_delete(*, config: ValidatorConfig) -> None:
+    config.delete()
+    _config_changed_on_commit()

@@ -1,0 +1,126 @@
+"""The review decision API: ``POST /v1/reviews/{id}/decision`` with a reviewer-scoped key.
+
+A DRF view, synchronous: the lean API handler runs it in a worker thread
+(gateway_project/api_asgi.py). Errors use the gateway's JSON shape (routing/api/common.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import HttpResponse
+from rest_framework import exceptions, serializers
+from rest_framework.request import Request
+from rest_framework.views import APIView
+
+from agents.authentication import HasReviewerScope, ReviewerKeyAuthentication
+from agents.models import ApiKey
+from routing.api.common import ERROR_TYPES, json_response
+
+from .models import ReviewItem
+from .selectors import review_decision_reason
+from .services import AlreadyDecided, InvalidDecision, review_item_decide
+
+
+class ReviewDecisionSerializer(serializers.Serializer[dict[str, Any]]):
+    decision = serializers.ChoiceField(choices=["approve", "reject", "correct"])
+    reason = serializers.CharField(required=False, allow_blank=True, max_length=5000, default="")
+    corrected_output = serializers.CharField(
+        required=False, allow_null=True, trim_whitespace=False, default=None
+    )
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if attrs["decision"] == "reject" and not attrs["reason"].strip():
+            raise serializers.ValidationError({"reason": "A rejection needs a reason."})
+        if attrs["decision"] == "correct" and not (attrs["corrected_output"] or "").strip():
+            raise serializers.ValidationError(
+                {"corrected_output": "A correction needs the corrected output."}
+            )
+        return attrs
+
+
+def error(
+    http_status: int, message: str, *, code: str, param: str | None = None, **extra: Any
+) -> HttpResponse:
+    """The gateway's error shape: ``{"error": {"message", "type", "code", "param", ...}}``."""
+    error_type = ERROR_TYPES.get(http_status) or (
+        "conflict_error" if http_status == 409 else "api_error"
+    )
+    body = {"message": message, "type": error_type, "code": code, "param": param, **extra}
+    return json_response({"error": body}, status=http_status)
+
+
+def _flatten(detail: Any) -> str:
+    if isinstance(detail, list):
+        return " ".join(_flatten(d) for d in detail)
+    if isinstance(detail, dict):
+        return "; ".join(f"{k}: {_flatten(v)}" for k, v in detail.items())
+    return str(detail)
+
+
+def api_exception_handler(exc: Exception, context: dict[str, Any]) -> HttpResponse | None:
+    """DRF's exceptions (auth, parse, method) in the gateway's error shape."""
+    if isinstance(exc, exceptions.ValidationError) and isinstance(exc.detail, dict):
+        fields = {name: _flatten(d) for name, d in exc.detail.items()}
+        summary = "; ".join(f"{name}: {text}" for name, text in fields.items())
+        first = next(iter(fields), None)
+        return error(
+            400, f"Invalid request: {summary}", code="invalid_field", param=first, fields=fields
+        )
+    if isinstance(exc, exceptions.APIException):
+        codes = exc.get_codes()
+        code = codes if isinstance(codes, str) else exc.default_code
+        response = error(exc.status_code, _flatten(exc.detail), code=str(code))
+        auth_header = getattr(exc, "auth_header", None)
+        if auth_header:
+            response["WWW-Authenticate"] = auth_header
+        return response
+    return None
+
+
+class ReviewDecisionApi(APIView):
+    """Decide one review item: ``{decision: approve|reject|correct, reason?, corrected_output?}``."""
+
+    authentication_classes = [ReviewerKeyAuthentication]
+    permission_classes = [HasReviewerScope]
+
+    def get_exception_handler(self) -> Any:
+        return api_exception_handler
+
+    def post(self, request: Request, item_id: int) -> HttpResponse:
+        serializer = ReviewDecisionSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        assert isinstance(request.auth, ApiKey)  # HasReviewerScope let it through
+        try:
+            item = review_item_decide(
+                item_id=item_id,
+                actor=request.auth,
+                decision=data["decision"],
+                reason=data["reason"],
+                corrected_output=data["corrected_output"],
+            )
+        except ReviewItem.DoesNotExist:
+            return error(404, f"No review item {item_id}.", code="review_not_found")
+        except AlreadyDecided as exc:
+            return error(
+                409,
+                str(exc),
+                code="already_decided",
+                status=exc.status,
+                decided_by=exc.decided_by,
+                decided_at=exc.decided_at.isoformat() if exc.decided_at else None,
+            )
+        except InvalidDecision as exc:
+            return error(400, str(exc), code="invalid_decision", param=exc.param)
+        return json_response(
+            {
+                "id": item.pk,
+                "request_id": item.request_id,
+                "status": item.status,
+                "decided_by": item.decided_by_label,
+                "decided_at": item.decided_at,
+                "reason": review_decision_reason(item=item) or None,
+                "corrected_output": item.corrected_output or None,
+            }
+        )

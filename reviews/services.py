@@ -1,0 +1,368 @@
+"""Writes of the review queue: items from the audit writer, decisions, verdict callbacks, reviewers.
+
+Every decision writes its ``ReviewEvent`` in the transaction that changes the item; the verdict
+callback is enqueued only once that transaction has committed.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import hmac
+import logging
+import secrets
+import time
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Literal, cast
+from urllib.parse import urlsplit
+
+import httpx
+import orjson
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.base_user import AbstractBaseUser
+from django.contrib.auth.models import Group, Permission
+from django.db import transaction
+from django.utils import timezone
+
+from agents.models import Agent, ApiKey
+from agents.services import KEY_PREFIX, api_key_hash
+
+from .models import CALLBACK_URL_MAX_LENGTH, ReviewEvent, ReviewItem
+from .selectors import review_decision_reason
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
+
+logger = logging.getLogger(__name__)
+
+Decision = Literal["approve", "reject", "correct"]
+Actor = AbstractBaseUser | ApiKey
+
+REVIEWERS_GROUP = "reviewers"
+# Exactly what a reviewer may do: see the queue and decide items. Nothing else in the admin.
+REVIEWER_PERMISSIONS = ("view_reviewitem", "decide_reviewitem")
+
+_NEW_STATUS: dict[str, str] = {
+    "approve": ReviewItem.Status.APPROVED,
+    "reject": ReviewItem.Status.REJECTED,
+    "correct": ReviewItem.Status.CORRECTED,
+}
+
+CALLBACK_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
+SIGNATURE_HEADER = "X-Gateway-Signature"
+TIMESTAMP_HEADER = "X-Gateway-Timestamp"
+
+
+class AlreadyDecided(Exception):
+    """The item was decided by someone else first; nothing was changed."""
+
+    def __init__(self, *, item_id: int, status: str, decided_by: str, decided_at: datetime | None):
+        self.item_id = item_id
+        self.status = status
+        self.decided_by = decided_by or "someone"
+        self.decided_at = decided_at
+        when = decided_at.strftime("%Y-%m-%d %H:%M:%S UTC") if decided_at else "an unknown time"
+        super().__init__(
+            f"Review {item_id} was already decided ({status}) by {self.decided_by} at {when}."
+        )
+
+
+class InvalidDecision(ValueError):
+    """The decision is incomplete (a rejection without reason, an empty correction...)."""
+
+    def __init__(self, message: str, *, param: str) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+class CallbackRetryable(Exception):
+    """The agent's callback endpoint did not take the verdict (non-2xx, timeout): try again."""
+
+
+# --- items from the audit writer -------------------------------------------------------------
+
+
+@transaction.atomic
+def review_items_create(*, rows: Sequence[Mapping[str, Any]]) -> int:
+    """Queue the audit rows that carry a ``review_reason``; returns how many items are new.
+
+    Called by the audit writer inside the transaction that inserts the audit rows, so an item
+    exists exactly when its record does. Idempotent: a row already queued is skipped.
+    """
+    reasons = set(ReviewItem.Reason.values)
+    wanted = {str(r["request_id"]): r for r in rows if r.get("review_reason") in reasons}
+    if not wanted:
+        return 0
+    existing = set(
+        # audit_record__request_id is the FK column itself: no join.
+        ReviewItem.objects.filter(audit_record__request_id__in=list(wanted)).values_list(
+            "audit_record__request_id", flat=True
+        )
+    )
+    now = timezone.now()
+    items = [
+        ReviewItem(
+            audit_record_id=request_id,
+            task_type=str(row.get("task_type") or ""),
+            caller=str(row.get("caller") or ""),
+            model=str(row.get("model") or ""),
+            tier=str(row.get("tier") or ""),
+            confidence=row.get("confidence"),
+            gate_status=str(row.get("status") or ""),
+            reason=str(row["review_reason"]),
+            callback_url=_callback_url_from(row.get("metadata")),
+            created_at=now,
+        )
+        for request_id, row in wanted.items()
+        if request_id not in existing
+    ]
+    # ignore_conflicts: another process may queue the same record between the read and here.
+    ReviewItem.objects.bulk_create(items, ignore_conflicts=True)
+    return len(items)
+
+
+def _callback_url_from(metadata: Any) -> str:
+    url = metadata.get("callback_url") if isinstance(metadata, Mapping) else None
+    if not isinstance(url, str) or len(url) > CALLBACK_URL_MAX_LENGTH:
+        return ""
+    return url.strip()
+
+
+# --- decisions ---------------------------------------------------------------------------------
+
+
+def _actor_fields(actor: Actor) -> tuple[User | None, str]:
+    if isinstance(actor, ApiKey):
+        return None, f"{actor.agent.name} (API key {actor.prefix}…)"
+    # AUTH_USER_MODEL: django-stubs types user foreign keys as auth.User.
+    return cast("User", actor), actor.get_username()
+
+
+def review_item_decide(
+    *,
+    item_id: int,
+    actor: Actor,
+    decision: Decision,
+    reason: str = "",
+    corrected_output: str | None = None,
+) -> ReviewItem:
+    """Approve, reject (a reason is required) or correct (a new output is required) one item.
+
+    An item is decided once: the row is locked, and a decision on an item that is no longer
+    pending raises ``AlreadyDecided`` naming who decided it and when. The ``ReviewEvent`` is
+    written in the same transaction; the verdict callback is enqueued after commit.
+    Raises ``ReviewItem.DoesNotExist`` for an unknown id.
+    """
+    reason = (reason or "").strip()
+    if decision not in _NEW_STATUS:
+        raise InvalidDecision("Decision must be approve, reject or correct.", param="decision")
+    if decision == "reject" and not reason:
+        raise InvalidDecision("A rejection needs a reason.", param="reason")
+    if decision == "correct" and not (corrected_output or "").strip():
+        raise InvalidDecision("A correction needs the corrected output.", param="corrected_output")
+    user, label = _actor_fields(actor)
+    with transaction.atomic():
+        item = ReviewItem.objects.select_for_update().get(pk=item_id)
+        if item.status != ReviewItem.Status.PENDING:
+            raise AlreadyDecided(
+                item_id=item.pk,
+                status=item.status,
+                decided_by=item.decided_by_label,
+                decided_at=item.decided_at,
+            )
+        old_status = item.status
+        item.status = _NEW_STATUS[decision]
+        item.decided_by = user
+        item.decided_by_label = label
+        item.decided_at = timezone.now()
+        item.rejection_reason = reason if decision == "reject" else ""
+        item.corrected_output = (corrected_output or "") if decision == "correct" else ""
+        update_fields = [
+            "status", "decided_by", "decided_by_label", "decided_at", "rejection_reason",
+            "corrected_output",
+        ]  # fmt: skip
+        if item.callback_url:
+            item.callback_state = ReviewItem.CallbackState.PENDING
+            update_fields.append("callback_state")
+        item.save(update_fields=update_fields)
+        ReviewEvent.objects.create(
+            item=item,
+            actor=user,
+            actor_label=label,
+            action=decision,
+            old_status=old_status,
+            new_status=item.status,
+            reason=reason,
+            at=item.decided_at,
+        )
+        if item.callback_url:
+            transaction.on_commit(functools.partial(_enqueue_verdict, item.pk))
+    return item
+
+
+def _enqueue_verdict(item_id: int) -> None:
+    from .tasks import deliver_verdict
+
+    try:
+        deliver_verdict.delay(item_id)
+    except Exception:
+        # The decision stands; the item keeps callback_state=pending, visible in the admin.
+        logger.exception("reviews: could not enqueue the verdict callback of item %s", item_id)
+
+
+# --- verdict callbacks ------------------------------------------------------------------------
+
+
+def callback_secret() -> bytes:
+    """``GATEWAY_CALLBACK_SECRET``, or (unset) a key derived from ``SECRET_KEY``."""
+    secret = str(getattr(settings, "GATEWAY_CALLBACK_SECRET", "") or "")
+    if not secret:
+        secret = hmac.new(
+            settings.SECRET_KEY.encode(), b"llm-gateway/reviews/verdict-callback", hashlib.sha256
+        ).hexdigest()
+    return secret.encode()
+
+
+def callback_signature(body: bytes) -> str:
+    """The value of ``X-Gateway-Signature`` for ``body``: ``sha256=<hex HMAC-SHA256>``."""
+    return "sha256=" + hmac.new(callback_secret(), body, hashlib.sha256).hexdigest()
+
+
+def callback_url_problem(url: str) -> str | None:
+    """Why the gateway refuses to call ``url``, or None when it is acceptable.
+
+    Only absolute http(s) URLs without credentials: the URL comes from an agent, and the
+    gateway must not be turned into a client of other protocols or carry someone's password.
+    """
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a malformed port
+    except ValueError:
+        return "not a valid URL"
+    if parts.scheme not in ("http", "https"):
+        return "only http and https callback URLs are allowed"
+    if parts.username is not None or parts.password is not None:
+        return "callback URLs with credentials are refused"
+    if not parts.hostname:
+        return "the callback URL has no host"
+    return None
+
+
+def verdict_payload(*, item: ReviewItem) -> dict[str, Any]:
+    """The JSON an agent receives about its request once a person has decided."""
+    verdict = {status: decision for decision, status in _NEW_STATUS.items()}
+    return {
+        "id": item.request_id,
+        "status": item.status,
+        "verdict": verdict.get(item.status),
+        "corrected_output": item.corrected_output or None,
+        "reason": review_decision_reason(item=item) or None,
+        "decided_at": item.decided_at.isoformat() if item.decided_at else None,
+    }
+
+
+def _callback_record(item: ReviewItem, state: str, error: str = "") -> None:
+    item.callback_state = state
+    item.callback_error = error[:300]
+    item.save(update_fields=["callback_state", "callback_attempts", "callback_error"])
+
+
+def review_verdict_deliver(*, item_id: int, final_attempt: bool) -> str:
+    """POST the item's verdict to its callback URL, signed; returns the new ``callback_state``.
+
+    2xx: delivered. Anything else (another status, a timeout, a refused connection) raises
+    ``CallbackRetryable`` unless ``final_attempt``, when the state becomes failed. A URL the
+    gateway refuses to call fails at once. Redirects are not followed.
+    """
+    try:
+        item = ReviewItem.objects.get(pk=item_id)
+    except ReviewItem.DoesNotExist:
+        logger.warning("reviews: verdict callback for unknown item %s dropped", item_id)
+        return ReviewItem.CallbackState.NONE
+    if item.callback_state == ReviewItem.CallbackState.DELIVERED or item.is_pending:
+        return item.callback_state  # a duplicate message, or nothing decided yet
+    if not item.callback_url:
+        return item.callback_state
+    problem = callback_url_problem(item.callback_url)
+    if problem:
+        _callback_record(item, ReviewItem.CallbackState.FAILED, f"refused: {problem}")
+        return item.callback_state
+    body = orjson.dumps(verdict_payload(item=item))
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": "llm-gateway-review-callback",
+        SIGNATURE_HEADER: callback_signature(body),
+        TIMESTAMP_HEADER: str(int(time.time())),
+    }
+    item.callback_attempts += 1
+    error = ""
+    try:
+        with httpx.Client(timeout=CALLBACK_TIMEOUT, follow_redirects=False, trust_env=False) as c:
+            response = c.post(item.callback_url, content=body, headers=headers)
+        if 200 <= response.status_code < 300:
+            _callback_record(item, ReviewItem.CallbackState.DELIVERED)
+            return item.callback_state
+        error = f"HTTP {response.status_code}"
+    except httpx.HTTPError as exc:
+        error = f"{type(exc).__name__}: {exc}"
+    if final_attempt:
+        _callback_record(item, ReviewItem.CallbackState.FAILED, error)
+        logger.warning("reviews: verdict callback of item %s failed for good: %s", item_id, error)
+        return item.callback_state
+    _callback_record(item, ReviewItem.CallbackState.PENDING, error)
+    raise CallbackRetryable(error)
+
+
+# --- reviewers --------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def reviewers_group_ensure() -> Group:
+    """The ``reviewers`` group with exactly the reviewer permissions (created if missing)."""
+    group, _ = Group.objects.get_or_create(name=REVIEWERS_GROUP)
+    permissions = list(
+        Permission.objects.filter(
+            content_type__app_label="reviews", codename__in=REVIEWER_PERMISSIONS
+        )
+    )
+    if len(permissions) != len(REVIEWER_PERMISSIONS):
+        raise RuntimeError("Review permissions are missing: run `manage.py migrate` first.")
+    group.permissions.set(permissions)
+    return group
+
+
+@transaction.atomic
+def reviewer_create(*, username: str, email: str = "") -> tuple[AbstractBaseUser, str]:
+    """A staff user in the ``reviewers`` group; returns it and its generated password, once."""
+    user_model = get_user_model()
+    if user_model._default_manager.filter(**{user_model.USERNAME_FIELD: username}).exists():
+        raise ValueError(f"A user named {username!r} already exists.")
+    password = secrets.token_urlsafe(15)
+    user = user_model._default_manager.create_user(
+        username=username, email=email, password=password, is_staff=True
+    )
+    user.groups.add(reviewers_group_ensure())
+    return user, password
+
+
+@transaction.atomic
+def reviewer_api_key_create(*, username: str) -> tuple[ApiKey, str]:
+    """A reviewer-scoped API key for the decision API; returns the record and the raw key, once.
+
+    Keys belong to agents, so a reviewer's keys hang off an agent named ``reviewer-<username>``.
+    """
+    agent, _ = Agent.objects.get_or_create(
+        name=f"reviewer-{username}"[:100],
+        defaults={"description": f"Review decision API keys of {username}"},
+    )
+    raw_key = KEY_PREFIX + secrets.token_urlsafe(32)
+    key = ApiKey.objects.create(
+        agent=agent,
+        label=f"reviewer {username}"[:100],
+        prefix=raw_key[:12],
+        key_hash=api_key_hash(raw_key),
+        scope=ApiKey.Scope.REVIEWER,
+    )
+    return key, raw_key

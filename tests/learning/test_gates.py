@@ -1,0 +1,148 @@
+"""Confidence gates and escalation, end to end over real HTTP against the simulator."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import openai
+import pytest
+from factories import new_api_key, sim_setup
+
+from learning.services import tunable_set
+from routing.models import AuditRecord
+
+
+@pytest.fixture
+def client(gateway, simulator):
+    sim_setup(simulator.url)
+    key = new_api_key("claude-code")
+    with httpx.Client(
+        base_url=gateway.url, headers={"Authorization": f"Bearer {key}"}, timeout=20
+    ) as c:
+        c.key = key  # type: ignore[attr-defined]
+        yield c
+
+
+def record(gateway, request_id: str) -> AuditRecord:
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        gateway.flush_audit()
+        found = AuditRecord.objects.filter(request_id=request_id).first()
+        if found is not None:
+            return found
+        time.sleep(0.05)
+    raise AssertionError(f"no audit record for {request_id}")
+
+
+def test_good_answer_is_approved(client, gateway):
+    """A clean answer scores 7 or more: status approved, with the validator breakdown."""
+    body = client.post("/v1/completion", json={"input": "Explain how tides work"}).json()
+    assert body["status"] == "approved"
+    assert body["confidence"] >= 7
+    assert body["escalations"] == 0
+    assert {v["name"] for v in body["validation"]} >= {"completeness"}
+    stored = record(gateway, body["id"])
+    assert stored.status == "approved" and stored.confidence == body["confidence"]
+    assert stored.validation == body["validation"]
+
+
+def test_weak_fast_answer_escalates_to_the_next_tier(client, simulator):
+    """A low-confidence answer on the fast tier is asked of the medium tier; the better one wins."""
+    simulator.configure("sim-fast", quality="bad")
+    body = client.post("/v1/completion", json={"input": "Explain how tides work"}).json()
+    assert body["model"] == "sim-medium"
+    assert body["escalations"] == 1
+    assert body["status"] == "approved"
+    scored = [a for a in body["attempts"] if "confidence" in a]
+    assert [a["model"] for a in scored] == ["sim-fast", "sim-medium"]
+    assert scored[0]["confidence"] < 5 <= scored[1]["confidence"]
+    assert body["cost_usd"] > 0
+
+
+def test_still_weak_answer_waits_for_review(client, gateway, simulator):
+    """When every tier answers badly, the best answer is pending_review and a review item exists."""
+    from reviews.models import ReviewItem
+
+    for model in ("sim-fast", "sim-medium", "sim-large"):
+        simulator.configure(model, quality="bad")
+    body = client.post("/v1/completion", json={"input": "Explain how tides work"}).json()
+    assert body["status"] == "pending_review"
+    assert body["confidence"] < 4
+    assert body["escalations"] == 2  # fast → medium → large, then the step budget is spent
+    record(gateway, body["id"])
+    item = ReviewItem.objects.get(audit_record__request_id=body["id"])
+    assert item.status == "pending" and item.reason == "low_confidence"
+    polled = client.get(f"/v1/completion/{body['id']}").json()
+    assert polled["status"] == "pending_review" and polled["review"]["status"] == "pending"
+
+
+def test_escalation_respects_the_step_budget(client, simulator):
+    """With max_escalation_steps 0 for a task type, its weak answers are not escalated."""
+    tunable_set(name="max_escalation_steps", task_type="quick", value=0)
+    simulator.configure("sim-fast", quality="bad")
+    body = client.post("/v1/completion", json={"input": "x y z", "task_type": "quick"}).json()
+    assert body["model"] == "sim-fast" and body["escalations"] == 0
+
+
+def test_validators_and_thresholds_are_set_per_task_type(client):
+    """A task type's own validator settings and thresholds apply to it, and only to it."""
+    from learning.models import ValidatorConfig
+    from learning.services import validator_config_save
+
+    # The simulator answers in about 30 words: too short for "essay", a mild finding.
+    validator_config_save(
+        config=ValidatorConfig(task_type="essay", validator="length", params={"min_words": 45})
+    )
+    essay = client.post("/v1/completion", json={"input": "Explain tides", "task_type": "essay"})
+    other = client.post("/v1/completion", json={"input": "Explain tides", "task_type": "other"})
+    assert essay.json()["status"] == "warning"
+    assert other.json()["status"] == "approved"
+    tunable_set(name="approve_at", task_type="essay", value=5.5, reason="short is fine")
+    again = client.post("/v1/completion", json={"input": "Explain tides", "task_type": "essay"})
+    assert again.json()["status"] == "approved"
+    assert again.json()["confidence"] == essay.json()["confidence"]
+
+
+def test_wrong_language_lowers_confidence(client):
+    """An answer in another language than the requested one is not approved."""
+    body = client.post(
+        "/v1/completion",
+        json={"input": "Erkläre Gezeiten [[sim language=en]]", "language": "de", "task_type": "t"},
+    ).json()
+    language = next(v for v in body["validation"] if v["name"] == "language")
+    assert language["score"] < 4
+    assert body["status"] != "approved"
+
+
+def test_openai_endpoint_sends_the_gate_in_headers(gateway, client):
+    """The OpenAI-compatible answer carries status, confidence and request id as headers."""
+    sdk = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=client.key, max_retries=0)
+    raw = sdk.chat.completions.with_raw_response.create(
+        model="fast", messages=[{"role": "user", "content": "Explain tides"}]
+    )
+    assert raw.headers["x-gateway-status"] == "approved"
+    assert float(raw.headers["x-gateway-confidence"]) >= 7
+    assert raw.headers["x-gateway-request-id"].startswith("call-")
+    assert raw.parse().choices[0].message.content
+
+
+def test_stream_is_scored_at_the_end(gateway, client, simulator):
+    """A stream ends with an SSE comment carrying its gate; a bad stream goes to review."""
+    from reviews.models import ReviewItem
+
+    simulator.configure("sim-fast", quality="bad")
+    with httpx.stream(
+        "POST",
+        f"{gateway.url}/v1/chat/completions",
+        json={"model": "fast", "messages": [{"role": "user", "content": "hi"}], "stream": True},
+        headers={"Authorization": f"Bearer {client.key}"},
+        timeout=20,
+    ) as response:
+        lines = list(response.iter_lines())
+        request_id = response.headers["x-gateway-request-id"]
+    comment = next(line for line in lines if line.startswith(": x-gateway-status="))
+    assert "x-gateway-status=pending_review" in comment
+    assert lines.index(comment) < lines.index("data: [DONE]")
+    record(gateway, request_id)
+    assert ReviewItem.objects.filter(audit_record__request_id=request_id).exists()
