@@ -109,7 +109,9 @@ class Scenario:
         payload: dict[str, Any] = {
             "model": self.model,
             "messages": [{"role": "user", "content": "Say hello"}],
-            "max_tokens": 16,
+            # Room for the simulator's whole ~30-word answer: a cut-off answer would be scored as
+            # such and queued for review, which is not the everyday traffic measured here.
+            "max_tokens": 256,
         }
         if self.stream:
             payload["stream"] = True

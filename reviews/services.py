@@ -29,7 +29,7 @@ from django.utils import timezone
 from agents.models import Agent, ApiKey
 from agents.services import KEY_PREFIX, api_key_hash
 
-from .models import CALLBACK_URL_MAX_LENGTH, ReviewEvent, ReviewItem
+from .models import CALLBACK_URL_MAX_LENGTH, PromptTemplate, ReviewEvent, ReviewItem
 from .selectors import review_decision_reason
 
 if TYPE_CHECKING:
@@ -199,6 +199,16 @@ def review_item_decide(
         )
         if item.callback_url:
             transaction.on_commit(functools.partial(_enqueue_verdict, item.pk))
+        if (
+            item.status != ReviewItem.Status.REJECTED
+            and PromptTemplate.objects.filter(
+                task_type=item.task_type, include_examples=True
+            ).exists()
+        ):
+            # A new example for this task type's few-shot prompt: every process reloads it.
+            from routing.config import routing_config_changed
+
+            transaction.on_commit(routing_config_changed)
     return item
 
 

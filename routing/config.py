@@ -20,7 +20,7 @@ from learning.gates import GateConfig
 from learning.selectors import gate_configs, validator_settings
 from learning.validators import DEFAULT_SETTINGS
 from learning.validators.base import ValidatorSetting
-from providers.base import Target
+from providers.base import Message, Target
 from providers.models import TIER_ORDER, FallbackChainEntry, ModelDeployment, Provider, Tier
 
 CONFIG_VERSION_KEY = "routing:config_version"
@@ -78,6 +78,8 @@ class RoutingSnapshot:
     gates: dict[str, GateConfig] = field(default_factory=dict)
     default_validators: tuple[ValidatorSetting, ...] = ()
     validators: dict[str, tuple[ValidatorSetting, ...]] = field(default_factory=dict)
+    # Task type → messages put before the caller's (system prompt, reviewed few-shot examples).
+    prompt_prefixes: dict[str, tuple[Message, ...]] = field(default_factory=dict)
 
     def gate_for(self, task_type: str) -> GateConfig:
         return self.gates.get(task_type, self.default_gate)
@@ -98,6 +100,27 @@ def _compile_rule(match_type: str, pattern: str) -> re.Pattern[str] | None:
             return None  # rejected by the admin's validation; never let a bad row break routing
     words = [re.escape(w.strip()) for w in pattern.split(",") if w.strip()]
     return re.compile(r"\b(?:" + "|".join(words) + r")\b", re.IGNORECASE) if words else None
+
+
+def _prompt_prefixes() -> dict[str, tuple[Message, ...]]:
+    """Each task type's prompt template: its system prompt, then approved and corrected
+    answers from the review queue as example exchanges (docs/adr/0003)."""
+    from reviews.models import PromptTemplate
+    from reviews.selectors import examples_for
+
+    prefixes: dict[str, tuple[Message, ...]] = {}
+    for template in PromptTemplate.objects.all():
+        messages: list[Message] = []
+        if template.system_prompt:
+            messages.append(Message("system", template.system_prompt))
+        if template.include_examples:
+            for question, answer in examples_for(
+                task_type=template.task_type, limit=template.max_examples
+            ):
+                messages += [Message("user", question), Message("assistant", answer)]
+        if messages:
+            prefixes[template.task_type] = tuple(messages)
+    return prefixes
 
 
 def build_snapshot(version: str) -> RoutingSnapshot:
@@ -161,6 +184,7 @@ def build_snapshot(version: str) -> RoutingSnapshot:
             rules.append(Rule(task_type=rule.task_type, regex=compiled))
 
     default_gate, gates = gate_configs()
+    prompt_prefixes = _prompt_prefixes()
     default_validators, validators = validator_settings(DEFAULT_SETTINGS)
     return RoutingSnapshot(
         version=version,
@@ -180,6 +204,7 @@ def build_snapshot(version: str) -> RoutingSnapshot:
         gates=gates,
         default_validators=default_validators,
         validators=validators,
+        prompt_prefixes=prompt_prefixes,
     )
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -53,6 +53,12 @@ class CompletionJob:
     started_at: datetime = field(default_factory=timezone.now)
     started: float = field(default_factory=time.monotonic)
     classification: Classification | None = None
+    # What is sent upstream: the caller's messages, after the task type's prompt template.
+    upstream_chat: ChatRequest | None = None
+
+    @property
+    def request(self) -> ChatRequest:
+        return self.upstream_chat or self.chat
 
     @property
     def prompt_text(self) -> str:
@@ -80,6 +86,9 @@ async def _plan(job: CompletionJob) -> tuple[RoutingSnapshot, list[Deployment]]:
     if not job.task_type:
         job.classification = await classify(snapshot, job.last_user_text)
         job.task_type = job.classification.task_type
+    prefix = snapshot.prompt_prefixes.get(job.task_type)
+    if prefix:
+        job.upstream_chat = replace(job.chat, messages=prefix + job.chat.messages)
     choice = router.route_choice_for(snapshot, task_type=job.task_type, caller=job.caller.agent)
     return snapshot, router.plan_route(snapshot, choice=choice, tier=tier, model=model)
 
@@ -134,7 +143,7 @@ def _second_opinion_task(
     async def ask() -> str | None:
         plan = list(snapshot.by_public_name[model])
         try:
-            done = await router.complete(plan, job.chat, deadline=job.deadline)
+            done = await router.complete(plan, job.request, deadline=job.deadline)
         except router.RoutingError:
             return None
         return done.result.text
@@ -162,7 +171,7 @@ async def completion_run(job: CompletionJob) -> Outcome:
     escalations = 0
     while True:
         try:
-            done = await router.complete(plan, job.chat, deadline=job.deadline)
+            done = await router.complete(plan, job.request, deadline=job.deadline)
         except router.RoutingError as exc:
             attempts.extend(a.as_dict() for a in exc.attempts)
             if best is None:
@@ -206,6 +215,8 @@ async def completion_run(job: CompletionJob) -> Outcome:
             break
         next_tier = TIER_ORDER[TIER_ORDER.index(done.deployment.tier) + 1]
         plan = router.plan_route(snapshot, choice=RouteChoice(start_tier=next_tier))
+        if not plan:
+            break  # nothing bigger is configured: the answer in hand is the best there is
         escalations += 1
         metrics.ESCALATIONS.labels(job.task_type or "unknown", done.deployment.tier).inc()
     if second is not None and not second.done():
@@ -227,7 +238,7 @@ async def completion_stream_open(job: CompletionJob) -> tuple[router.OpenStream,
     """Route a streaming request up to its first chunk (streams are scored at their end)."""
     try:
         snapshot, plan = await _plan(job)
-        return await router.open_stream(plan, job.chat, deadline=job.deadline), snapshot
+        return await router.open_stream(plan, job.request, deadline=job.deadline), snapshot
     except router.RoutingError as exc:
         audit_failed(job, exc.http_status, exc.message, [a.as_dict() for a in exc.attempts])
         raise
