@@ -55,7 +55,7 @@ def test_weak_answer_is_escalated_queued_corrected_and_delivered(
 
     user, _ = reviewer_create(username="rita")
     browser = Client()
-    browser.force_login(user)
+    browser.force_login(user)  # type: ignore[arg-type]  # the configured user model is User
     queue = browser.get("/admin/reviews/reviewitem/")
     assert queue.status_code == 200 and answer["id"].encode() in queue.content
     decided = browser.post(
