@@ -21,6 +21,7 @@ class Caller:
 
 _key_cache: dict[str, tuple[Caller | None, float]] = {}
 _MAX_CACHED_KEYS = 10_000
+_refreshing: set[str] = set()
 
 
 def _caller_from_db(key_hash: str) -> Caller | None:
@@ -43,11 +44,20 @@ async def caller_for_key(raw_key: str) -> Caller | None:
     key_hash = api_key_hash(raw_key)
     now = time.monotonic()
     cached = _key_cache.get(key_hash)
-    if cached is not None and cached[1] > now:
-        return cached[0]
+    if cached is not None:
+        if cached[1] > now:
+            return cached[0]
+        if key_hash in _refreshing:
+            # Another request is re-reading this key: don't send every concurrent one to the
+            # database; the previous answer stands for the moment that takes.
+            return cached[0]
     from asgiref.sync import sync_to_async
 
-    caller = await sync_to_async(_caller_from_db, thread_sensitive=False)(key_hash)
+    _refreshing.add(key_hash)
+    try:
+        caller = await sync_to_async(_caller_from_db, thread_sensitive=False)(key_hash)
+    finally:
+        _refreshing.discard(key_hash)
     if len(_key_cache) >= _MAX_CACHED_KEYS:
         _key_cache.clear()
     _key_cache[key_hash] = (caller, now + settings.GATEWAY["API_KEY_CACHE_S"])

@@ -102,6 +102,12 @@ def _compile_rule(match_type: str, pattern: str) -> re.Pattern[str] | None:
     return re.compile(r"\b(?:" + "|".join(words) + r")\b", re.IGNORECASE) if words else None
 
 
+def _last_user_text(prompt: str) -> str:
+    """The last user message of an audited prompt (stored as ``role: content`` lines)."""
+    head, marker, tail = prompt.rpartition("user: ")
+    return tail if marker and (not head or head.endswith("\n")) else prompt
+
+
 def _prompt_prefixes() -> dict[str, tuple[Message, ...]]:
     """Each task type's prompt template: its system prompt, then approved and corrected
     answers from the review queue as example exchanges (docs/adr/0003)."""
@@ -114,10 +120,11 @@ def _prompt_prefixes() -> dict[str, tuple[Message, ...]]:
         if template.system_prompt:
             messages.append(Message("system", template.system_prompt))
         if template.include_examples:
-            for question, answer in examples_for(
-                task_type=template.task_type, limit=template.max_examples
+            # Oldest first, so the newest example is the one closest to the question.
+            for prompt, answer in reversed(
+                examples_for(task_type=template.task_type, limit=template.max_examples)
             ):
-                messages += [Message("user", question), Message("assistant", answer)]
+                messages += [Message("user", _last_user_text(prompt)), Message("assistant", answer)]
         if messages:
             prefixes[template.task_type] = tuple(messages)
     return prefixes
