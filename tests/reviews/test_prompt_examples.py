@@ -22,11 +22,12 @@ def test_template_puts_system_prompt_and_reviewed_examples_first(transactional_d
     first = queued_item(prompt="user: Total of invoice 1?", output='{"total": 1}')
     second = queued_item(prompt="system: Be brief.\nuser: Total of invoice 2?", output="bad")
     third = queued_item(prompt="user: Total of invoice 3?", output="worse")
-    review_item_decide(item_id=first.pk, actor=reviewer(), decision="approve")
+    rita = reviewer()
+    review_item_decide(item_id=first.pk, actor=rita, decision="approve")
     review_item_decide(
-        item_id=second.pk, actor=reviewer(), decision="correct", corrected_output='{"total": 2}'
+        item_id=second.pk, actor=rita, decision="correct", corrected_output='{"total": 2}'
     )
-    review_item_decide(item_id=third.pk, actor=reviewer(), decision="reject", reason="wrong")
+    review_item_decide(item_id=third.pk, actor=rita, decision="reject", reason="wrong")
     prefix = build_snapshot("test").prompt_prefixes["invoice"]
     assert [(m.role, m.content) for m in prefix] == [
         ("system", "Answer with JSON."),
