@@ -146,3 +146,32 @@ def test_stream_is_scored_at_the_end(gateway, client, simulator):
     assert lines.index(comment) < lines.index("data: [DONE]")
     record(gateway, request_id)
     assert ReviewItem.objects.filter(audit_record__request_id=request_id).exists()
+
+
+def test_agreement_asks_a_second_model(client, simulator):
+    """With the agreement check configured, a second model is asked in parallel and compared."""
+    from learning.models import ValidatorConfig
+    from learning.services import validator_config_save
+
+    validator_config_save(
+        config=ValidatorConfig(
+            task_type="legal", validator="agreement", params={"model": "sim-large"}
+        )
+    )
+    same = client.post(
+        "/v1/completion", json={"input": "Explain tides", "task_type": "legal"}
+    ).json()
+    agreement = next(v for v in same["validation"] if v["name"] == "agreement")
+    assert agreement["score"] >= 7
+    assert simulator.calls("sim-large") == 1
+
+    # When the second model disagrees, the fast answer scores low and is escalated.
+    simulator.configure("sim-large", reply="Bananas are yellow fruit grown in warm places.")
+    differ = client.post(
+        "/v1/completion", json={"input": "Explain tides", "task_type": "legal"}
+    ).json()
+    first = next(
+        a for a in differ["attempts"] if a.get("model") == "sim-fast" and "confidence" in a
+    )
+    assert first["confidence"] < 4
+    assert differ["escalations"] >= 1
