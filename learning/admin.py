@@ -3,11 +3,20 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.urls import reverse
+from django.utils.html import format_html
 
-from .models import TunableChange, TunableOverride, ValidatorConfig
+from .cycles import learning_change_apply, learning_change_revert, learning_cycle_run
+from .models import (
+    LearningChange,
+    LearningRun,
+    TunableChange,
+    TunableOverride,
+    ValidatorConfig,
+)
 from .services import tunable_set, validator_config_delete, validator_config_save
 from .tunables import TUNABLES
 
@@ -15,6 +24,9 @@ if TYPE_CHECKING:
     _ValidatorConfigAdminBase = admin.ModelAdmin[ValidatorConfig]
     _TunableOverrideAdminBase = admin.ModelAdmin[TunableOverride]
     _TunableChangeAdminBase = admin.ModelAdmin[TunableChange]
+    _LearningRunAdminBase = admin.ModelAdmin[LearningRun]
+    _LearningChangeAdminBase = admin.ModelAdmin[LearningChange]
+    _LearningChangeInlineBase = admin.TabularInline[LearningChange, LearningRun]
     _ValidatorConfigFormBase = forms.ModelForm[ValidatorConfig]
     _TunableOverrideFormBase = forms.ModelForm[TunableOverride]
 else:
@@ -22,6 +34,8 @@ else:
         admin.ModelAdmin
     )
     _ValidatorConfigFormBase = _TunableOverrideFormBase = forms.ModelForm
+    _LearningRunAdminBase = _LearningChangeAdminBase = admin.ModelAdmin
+    _LearningChangeInlineBase = admin.TabularInline
 
 
 def _validator_choices() -> list[tuple[str, str]]:
@@ -141,3 +155,121 @@ class TunableChangeAdmin(_TunableChangeAdminBase):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+class LearningChangeInline(_LearningChangeInlineBase):
+    model = LearningChange
+    fields = ("change_link", "tunable", "task_type", "before", "after", "state", "expected_effect")
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    show_change_link = False
+
+    @admin.display(description="change")
+    def change_link(self, obj: LearningChange) -> str:
+        url = reverse("admin:learning_learningchange_change", args=[obj.pk])
+        return format_html('<a href="{}">{}</a>', url, obj.pk)
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+def _run_now(kind: str) -> Any:
+    @admin.action(description=f"Run the {kind} cycle now", permissions=["change"])
+    def action(
+        modeladmin: LearningRunAdmin, request: HttpRequest, queryset: QuerySet[LearningRun]
+    ) -> None:
+        run = learning_cycle_run(kind=kind)
+        level = messages.ERROR if run.status == LearningRun.Status.FAILED else messages.INFO
+        modeladmin.message_user(request, f"{run}: {run.outcome}", level)
+
+    action.__name__ = f"run_{kind}_now"
+    return action
+
+
+@admin.register(LearningRun)
+class LearningRunAdmin(_LearningRunAdminBase):
+    """Read-only record of the learning cycles' runs, each with its changes."""
+
+    list_display = ("started_at", "kind", "mode", "status", "finished_at", "change_count")
+    list_filter = ("kind", "status", "mode")
+    fields = ("kind", "mode", "status", "started_at", "finished_at", "data_used", "outcome")
+    readonly_fields = fields
+    inlines = [LearningChangeInline]
+    # "Run now" acts on no selection in particular (select any run of the list).
+    actions = [_run_now("thresholds")]
+
+    @admin.display(description="changes")
+    def change_count(self, obj: LearningRun) -> int:
+        return obj.changes.count()
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(LearningChange)
+class LearningChangeAdmin(_LearningChangeAdminBase):
+    """Changes of the learning cycles: apply the proposed ones, revert applied ones."""
+
+    list_display = (
+        "id",
+        "run",
+        "tunable",
+        "task_type",
+        "before",
+        "after",
+        "state",
+        "applied_at",
+        "reverted_at",
+    )
+    list_filter = ("state", "tunable", "run__kind")
+    search_fields = ("task_type",)
+    fields = (
+        "run",
+        "tunable",
+        "task_type",
+        "before",
+        "before_overridden",
+        "after",
+        "state",
+        "expected_effect",
+        "evidence",
+        "applied_at",
+        "reverted_at",
+    )
+    readonly_fields = fields
+    actions = ["apply_proposed", "revert_changes"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def _each(
+        self,
+        request: HttpRequest,
+        queryset: QuerySet[LearningChange],
+        service: Any,
+        done: str,
+    ) -> None:
+        count = 0
+        for change in queryset.order_by("-id"):
+            try:
+                service(change=change, actor=request.user)
+                count += 1
+            except ValueError as exc:
+                self.message_user(request, f"Change {change.pk}: {exc}", messages.WARNING)
+        self.message_user(request, f"{count} change(s) {done}.")
+
+    @admin.action(description="Apply proposed changes", permissions=["change"])
+    def apply_proposed(self, request: HttpRequest, queryset: QuerySet[LearningChange]) -> None:
+        self._each(request, queryset, learning_change_apply, "applied")
+
+    @admin.action(description="Revert changes", permissions=["change"])
+    def revert_changes(self, request: HttpRequest, queryset: QuerySet[LearningChange]) -> None:
+        # Newest first, so a later change of the same tunable is reverted before an earlier one.
+        self._each(request, queryset, learning_change_revert, "reverted")

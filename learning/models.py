@@ -95,3 +95,76 @@ class TunableChange(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name}[{self.task_type or '*'}]: {self.old_value} → {self.new_value}"
+
+
+class LearningRun(models.Model):
+    """One run of a learning cycle: what data it looked at and what came of it."""
+
+    class Kind(models.TextChoices):
+        VALIDATORS = "validators", "Validators"
+        THRESHOLDS = "thresholds", "Thresholds"
+        ASSIGNMENTS = "assignments", "Assignments"
+
+    class Mode(models.TextChoices):
+        APPLY = "apply", "Apply"
+        PROPOSE = "propose", "Propose"
+
+    class Status(models.TextChoices):
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+        SKIPPED = "skipped", "Skipped"
+
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    mode = models.CharField(max_length=16, choices=Mode.choices, default=Mode.APPLY)
+    started_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.RUNNING)
+    data_used = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="What the cycle looked at, e.g. reviewed items per task.",
+    )
+    outcome = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-started_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.kind} run {self.pk} ({self.status})"
+
+
+class LearningChange(models.Model):
+    """One change a learning run made (or proposes) to a tunable of one task type."""
+
+    class State(models.TextChoices):
+        APPLIED = "applied", "Applied"
+        PROPOSED = "proposed", "Proposed"
+        REVERTED = "reverted", "Reverted"
+        REJECTED = "rejected", "Rejected"
+
+    run = models.ForeignKey(LearningRun, on_delete=models.CASCADE, related_name="changes")
+    tunable = models.CharField(max_length=50)
+    task_type = models.CharField(max_length=100, blank=True)
+    before = models.FloatField(help_text="The effective value before the change.")
+    before_overridden = models.BooleanField(
+        default=True,
+        help_text="False: the task type had no override of its own; a revert removes it.",
+    )
+    after = models.FloatField()
+    evidence = models.JSONField(default=dict, blank=True)
+    expected_effect = models.TextField(blank=True)
+    state = models.CharField(max_length=16, choices=State.choices)
+    applied_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    reverted_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        indexes = [
+            models.Index(
+                fields=["tunable", "task_type", "applied_at"], name="learning_change_drift_idx"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.tunable}[{self.task_type or '*'}]: {self.before:g} → {self.after:g}"

@@ -167,6 +167,7 @@ def main() -> None:
     metrics_dir.mkdir()
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
     manage("migrate", "--noinput", "-v", "0")
+    manage("seed_learning_schedules")
     password = ensure_admin()
     try:
         sim_url = f"http://127.0.0.1:{SIM_PORT}"

@@ -1,0 +1,483 @@
+"""Learning cycles: runs that look at reviewers' verdicts and move the gate tunables.
+
+Only the thresholds cycle exists so far; the validators and assignments cycles record a skipped
+run saying so. Every change goes through ``tunable_set`` (history and hot reload) and is kept as a
+``LearningChange`` with its evidence, so it can be reverted.
+
+The thresholds cycle, per task type with at least ``MIN_SAMPLE`` decided review items in the
+last ``WINDOW``:
+
+- "accepted" means the reviewer approved the answer as it was. A corrected answer counts as not
+  accepted: the agent got a wrong answer, which is what an auto-approve threshold must prevent.
+- ``approve_at`` goes up when fewer than ``TARGET_ACCEPTANCE`` of the reviewed items scoring at
+  least ``approve_at`` were accepted (to the smallest step that would have reached it), and down
+  when that band is comfortably clean (``TARGET_ACCEPTANCE + COMFORT_MARGIN``) while the review
+  load is over ``TARGET_REVIEW_LOAD`` (to the largest step that keeps the band on target).
+- ``review_below`` goes down when the review load is over target and the reviewed items just below
+  it were accepted on target (reviews there are wasted), and up when the load is under target and
+  the sampled items just above it fall short (as far as the load stays on target).
+- The review load is the share of answered requests (audit records) scoring below
+  ``review_below``; the review queue itself over-represents low scores, so it cannot say.
+- One cycle moves a threshold by at most ``MAX_STEP``; 0 <= review_below < approve_at <= 10.
+  Task types without a name are left alone: their thresholds are the global ones.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from django.core.cache import cache
+from django.db import transaction
+from django.utils import timezone
+
+from reviews.models import ReviewItem
+from routing.models import AuditRecord
+
+from .gates import GateConfig
+from .models import LearningChange, LearningRun, TunableOverride
+from .selectors import gate_configs
+from .services import tunable_set
+
+logger = logging.getLogger(__name__)
+
+MIN_SAMPLE = 30
+WINDOW = timedelta(days=14)
+MIN_BAND_SAMPLE = 10
+TARGET_ACCEPTANCE = 0.95
+COMFORT_MARGIN = 0.03
+TARGET_REVIEW_LOAD = 0.20
+MAX_STEP = 0.5
+GRID = 0.1
+DRIFT_WINDOW = timedelta(hours=24)
+MAX_DRIFT = 0.5
+LOCK_TIMEOUT_S = 30 * 60
+
+THRESHOLDS_SOURCE = "learning:thresholds"
+NOT_IMPLEMENTED = "not implemented yet"
+
+_STEPS = tuple(round(GRID * i, 1) for i in range(1, round(MAX_STEP / GRID) + 1))
+
+
+@dataclass(frozen=True, slots=True)
+class Proposal:
+    """A change the thresholds cycle wants, before it is recorded."""
+
+    tunable: str
+    task_type: str
+    before: float
+    before_overridden: bool
+    after: float
+    evidence: dict[str, Any]
+    expected_effect: str
+
+    def line(self) -> str:
+        return (
+            f"{self.tunable}[{self.task_type}] {self.before:g} -> {self.after:g}: "
+            f"{self.expected_effect}"
+        )
+
+
+@dataclass(slots=True)
+class _Plan:
+    proposals: list[Proposal] = field(default_factory=list)
+    data_used: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+# --- entry points -------------------------------------------------------------------------------
+
+
+def learning_cycle_run(*, kind: str, dry_run: bool = False, mode: str | None = None) -> LearningRun:
+    """Run one learning cycle of ``kind``; returns its run (skipped if one of that kind is running).
+
+    ``mode="propose"`` records the changes without applying them. ``dry_run`` writes nothing: the
+    returned run is unsaved and its outcome lists the changes it would make.
+    """
+    if kind not in LearningRun.Kind.values:
+        raise ValueError(f"unknown learning cycle {kind!r}; one of {', '.join(LearningRun.Kind)}")
+    mode = mode or LearningRun.Mode.APPLY
+    if mode not in LearningRun.Mode.values:
+        raise ValueError(f"unknown mode {mode!r}; one of {', '.join(LearningRun.Mode)}")
+
+    if kind != LearningRun.Kind.THRESHOLDS:
+        run = LearningRun(kind=kind, mode=mode, status=LearningRun.Status.SKIPPED)
+        run.outcome = NOT_IMPLEMENTED
+        run.finished_at = timezone.now()
+        if not dry_run:
+            run.save()
+        return run
+
+    if dry_run:
+        plan = _thresholds_plan()
+        run = LearningRun(kind=kind, mode=mode, status=LearningRun.Status.SUCCEEDED)
+        run.data_used = plan.data_used
+        run.outcome = _outcome("dry run, nothing written", plan, [])
+        run.finished_at = timezone.now()
+        return run
+
+    with _cycle_lock(kind) as acquired:
+        if not acquired:
+            return LearningRun.objects.create(
+                kind=kind,
+                mode=mode,
+                status=LearningRun.Status.SKIPPED,
+                outcome=f"another {kind} cycle is running",
+                finished_at=timezone.now(),
+            )
+        run = LearningRun.objects.create(kind=kind, mode=mode)
+        try:
+            _thresholds_cycle(run=run)
+        except Exception as exc:
+            run.status = LearningRun.Status.FAILED
+            run.outcome = f"failed: {exc!r}"
+            run.finished_at = timezone.now()
+            run.save(update_fields=["status", "outcome", "finished_at"])
+            raise
+        return run
+
+
+@transaction.atomic
+def learning_change_apply(*, change: LearningChange, actor: Any) -> LearningChange:
+    """Apply a proposed change, if the tunable still has the value the proposal was made on."""
+    change = LearningChange.objects.select_for_update().get(pk=change.pk)
+    if change.state != LearningChange.State.PROPOSED:
+        raise ValueError(f"change {change.pk} is {change.state}, not proposed")
+    current, _ = _effective(change.tunable, change.task_type)
+    if abs(current - change.before) > 1e-9:
+        raise ValueError(
+            f"{change.tunable}[{change.task_type}] is {current:g} now, not {change.before:g}: "
+            "the proposal is stale"
+        )
+    tunable_set(
+        name=change.tunable,
+        task_type=change.task_type,
+        value=change.after,
+        actor=actor,
+        source=f"learning:{change.run.kind}",
+        reason=f"proposed by learning run {change.run_id}: {change.expected_effect}"[:300],
+    )
+    change.state = LearningChange.State.APPLIED
+    change.applied_at = timezone.now()
+    change.save(update_fields=["state", "applied_at"])
+    return change
+
+
+@transaction.atomic
+def learning_change_revert(*, change: LearningChange, actor: Any) -> LearningChange:
+    """Put the tunable back to where the change found it (removing the override if there was
+    none) and mark the change reverted; a later applied change of the same tunable goes first."""
+    change = LearningChange.objects.select_for_update().get(pk=change.pk)
+    if change.state != LearningChange.State.APPLIED:
+        raise ValueError(f"change {change.pk} is {change.state}, not applied")
+    later = LearningChange.objects.filter(
+        tunable=change.tunable,
+        task_type=change.task_type,
+        state=LearningChange.State.APPLIED,
+        applied_at__gt=change.applied_at,
+    ).first()
+    if later is not None:
+        raise ValueError(f"revert the later change {later.pk} of this tunable first")
+    tunable_set(
+        name=change.tunable,
+        task_type=change.task_type,
+        value=change.before if change.before_overridden else None,
+        actor=actor,
+        source="revert",
+        reason=f"revert of learning change {change.pk} (run {change.run_id})",
+    )
+    change.state = LearningChange.State.REVERTED
+    change.reverted_at = timezone.now()
+    change.save(update_fields=["state", "reverted_at"])
+    return change
+
+
+# --- the lock -----------------------------------------------------------------------------------
+
+
+def cycle_lock_key(kind: str) -> str:
+    return f"learning:cycle-lock:{kind}"
+
+
+@contextmanager
+def _cycle_lock(kind: str) -> Iterator[bool]:
+    """One cycle of a kind at a time, across processes when the cache is Redis. The timeout
+    frees the lock of a worker that died mid-run."""
+    key, token = cycle_lock_key(kind), uuid.uuid4().hex
+    acquired = cache.add(key, token, LOCK_TIMEOUT_S)
+    try:
+        yield acquired
+    finally:
+        # Only our own lock: after a timeout another run may hold it (a small race remains
+        # between get and delete; the timeout is far longer than a run).
+        if acquired and cache.get(key) == token:
+            cache.delete(key)
+
+
+# --- the thresholds cycle -------------------------------------------------------------------------
+
+
+def _thresholds_cycle(*, run: LearningRun) -> None:
+    plan = _thresholds_plan()
+    apply = run.mode == LearningRun.Mode.APPLY
+    alerts: list[str] = []
+    with transaction.atomic():
+        now = timezone.now()
+        for proposal in plan.proposals:
+            change = LearningChange.objects.create(
+                run=run,
+                tunable=proposal.tunable,
+                task_type=proposal.task_type,
+                before=proposal.before,
+                before_overridden=proposal.before_overridden,
+                after=proposal.after,
+                evidence=proposal.evidence,
+                expected_effect=proposal.expected_effect,
+                state=LearningChange.State.APPLIED if apply else LearningChange.State.PROPOSED,
+                applied_at=now if apply else None,
+            )
+            if apply:
+                tunable_set(
+                    name=proposal.tunable,
+                    task_type=proposal.task_type,
+                    value=proposal.after,
+                    source=THRESHOLDS_SOURCE,
+                    reason=f"learning run {run.pk}: {proposal.expected_effect}"[:300],
+                )
+                alert = _drift_alert(change)
+                if alert:
+                    logger.error(alert)
+                    alerts.append(alert)
+        run.status = LearningRun.Status.SUCCEEDED
+        run.data_used = plan.data_used
+        run.outcome = _outcome("applied" if apply else "proposed", plan, alerts)
+        run.finished_at = timezone.now()
+        run.save(update_fields=["status", "data_used", "outcome", "finished_at"])
+
+
+def _outcome(verb: str, plan: _Plan, alerts: Sequence[str]) -> str:
+    lines = [*alerts]
+    if plan.proposals:
+        lines.append(f"{len(plan.proposals)} change(s) {verb}:")
+        lines += [f"  {p.line()}" for p in plan.proposals]
+    else:
+        lines.append(f"no change ({verb})")
+    lines += plan.notes
+    return "\n".join(lines)
+
+
+def _drift_alert(change: LearningChange) -> str:
+    """An alert line when a threshold moved more than ``MAX_DRIFT`` within ``DRIFT_WINDOW``."""
+    first = (
+        LearningChange.objects.filter(
+            tunable=change.tunable,
+            task_type=change.task_type,
+            state=LearningChange.State.APPLIED,
+            applied_at__gte=timezone.now() - DRIFT_WINDOW,
+        )
+        .order_by("applied_at", "id")
+        .first()
+    )
+    origin = first.before if first else change.before
+    drift = abs(change.after - origin)
+    if drift <= MAX_DRIFT + 1e-9:
+        return ""
+    return (
+        f"ALERT threshold drift: {change.tunable}[{change.task_type}] moved {drift:.2f} "
+        f"({origin:g} -> {change.after:g}) within {DRIFT_WINDOW.total_seconds() / 3600:g} h"
+    )
+
+
+def _effective(name: str, task_type: str) -> tuple[float, bool]:
+    """A tunable's effective value for a task type, and whether the task type overrides it."""
+    default, per_task = gate_configs()
+    config = per_task.get(task_type, default)
+    overridden = TunableOverride.objects.filter(name=name, task_type=task_type).exists()
+    return float(getattr(config, name)), overridden
+
+
+def _rate(verdicts: Sequence[tuple[float, bool]]) -> float | None:
+    return sum(ok for _, ok in verdicts) / len(verdicts) if verdicts else None
+
+
+def _thresholds_plan() -> _Plan:
+    """What the thresholds cycle would change, from the last ``WINDOW`` of review verdicts."""
+    since = timezone.now() - WINDOW
+    decided = (
+        ReviewItem.objects.filter(decided_at__gte=since, confidence__isnull=False)
+        .exclude(status=ReviewItem.Status.PENDING)
+        .exclude(task_type="")
+        .values_list("task_type", "confidence", "status")
+    )
+    by_task: dict[str, list[tuple[float, bool]]] = {}
+    for task_type, confidence, status in decided:
+        if confidence is None:  # excluded by the query; mypy cannot know
+            continue
+        by_task.setdefault(task_type, []).append(
+            (float(confidence), status == ReviewItem.Status.APPROVED)
+        )
+    default, per_task = gate_configs()
+    overrides = set(
+        TunableOverride.objects.filter(name__in=("approve_at", "review_below")).values_list(
+            "name", "task_type"
+        )
+    )
+    plan = _Plan()
+    plan.data_used = {
+        "window_days": WINDOW.days,
+        "min_sample": MIN_SAMPLE,
+        "reviewed": {t: len(v) for t, v in sorted(by_task.items())},
+    }
+    for task_type, verdicts in sorted(by_task.items()):
+        if len(verdicts) < MIN_SAMPLE:
+            plan.notes.append(
+                f"{task_type}: {len(verdicts)} reviewed items, fewer than {MIN_SAMPLE}"
+            )
+            continue
+        plan.proposals += _task_proposals(
+            task_type=task_type,
+            verdicts=verdicts,
+            config=per_task.get(task_type, default),
+            overrides=overrides,
+            since=since,
+        )
+    return plan
+
+
+def _task_proposals(
+    *,
+    task_type: str,
+    verdicts: list[tuple[float, bool]],
+    config: GateConfig,
+    overrides: set[tuple[str, str]],
+    since: Any,
+) -> list[Proposal]:
+    approve_at, review_below = config.approve_at, config.review_below
+    load_at = _ReviewLoad(task_type=task_type, since=since)
+    load = load_at(review_below)
+    band = [v for v in verdicts if v[0] >= approve_at]
+    band_rate = _rate(band)
+    base = {
+        "reviewed": len(verdicts),
+        "accepted": sum(ok for _, ok in verdicts),
+        "approve_at": approve_at,
+        "review_below": review_below,
+        "approved_band": len(band),
+        "approved_band_acceptance": band_rate,
+        "review_load": load,
+        "answered": load_at.total,
+    }
+
+    new_approve = approve_at
+    if band_rate is not None and len(band) >= MIN_BAND_SAMPLE:
+        if band_rate < TARGET_ACCEPTANCE:
+            new_approve = min(10.0, round(approve_at + MAX_STEP, 1))
+            for step in _STEPS:
+                candidate = min(10.0, round(approve_at + step, 1))
+                rate = _rate([v for v in verdicts if v[0] >= candidate])
+                if rate is not None and rate >= TARGET_ACCEPTANCE:
+                    new_approve = candidate
+                    break
+        elif (
+            band_rate >= TARGET_ACCEPTANCE + COMFORT_MARGIN
+            and load is not None
+            and load > TARGET_REVIEW_LOAD
+        ):
+            for step in reversed(_STEPS):
+                candidate = round(approve_at - step, 1)
+                rate = _rate([v for v in verdicts if v[0] >= candidate])
+                if candidate > review_below and rate is not None and rate >= TARGET_ACCEPTANCE:
+                    new_approve = candidate
+                    break
+
+    new_review = review_below
+    if load is not None and load > TARGET_REVIEW_LOAD:
+        for step in reversed(_STEPS):
+            candidate = max(0.0, round(review_below - step, 1))
+            below = [v for v in verdicts if candidate <= v[0] < review_below]
+            rate = _rate(below)
+            if len(below) >= MIN_BAND_SAMPLE and rate is not None and rate >= TARGET_ACCEPTANCE:
+                new_review = candidate
+                break
+    elif load is not None:
+        above = [v for v in verdicts if review_below <= v[0] < review_below + MAX_STEP]
+        rate = _rate(above)
+        if len(above) >= MIN_BAND_SAMPLE and rate is not None and rate < TARGET_ACCEPTANCE:
+            for step in reversed(_STEPS):
+                candidate = min(10.0, round(review_below + step, 1))
+                new_load = load_at(candidate)
+                if new_load is not None and new_load <= TARGET_REVIEW_LOAD:
+                    new_review = candidate
+                    break
+    # Keep the warning band between the two.
+    new_review = max(0.0, min(new_review, round(new_approve - GRID, 1)))
+
+    proposals = []
+    if abs(new_approve - approve_at) > 1e-9:
+        rate = _rate([v for v in verdicts if v[0] >= new_approve])
+        proposals.append(
+            Proposal(
+                tunable="approve_at",
+                task_type=task_type,
+                before=approve_at,
+                before_overridden=("approve_at", task_type) in overrides,
+                after=new_approve,
+                evidence={**base, "approved_band_acceptance_after": rate},
+                expected_effect=(
+                    f"approved-band acceptance {_pct(band_rate)} -> {_pct(rate)} "
+                    f"on {len(band)} reviewed items (target {_pct(TARGET_ACCEPTANCE)})"
+                ),
+            )
+        )
+    if abs(new_review - review_below) > 1e-9:
+        new_load = load_at(new_review)
+        proposals.append(
+            Proposal(
+                tunable="review_below",
+                task_type=task_type,
+                before=review_below,
+                before_overridden=("review_below", task_type) in overrides,
+                after=new_review,
+                evidence={**base, "review_load_after": new_load},
+                expected_effect=(
+                    f"review load {_pct(load)} -> {_pct(new_load)} of {load_at.total} answers "
+                    f"(target {_pct(TARGET_REVIEW_LOAD)})"
+                ),
+            )
+        )
+    return proposals
+
+
+def _pct(rate: float | None) -> str:
+    return "n/a" if rate is None else f"{rate:.0%}"
+
+
+class _ReviewLoad:
+    """Share of a task type's answered requests (in the window) scoring below a threshold."""
+
+    def __init__(self, *, task_type: str, since: Any) -> None:
+        self._rows = AuditRecord.objects.filter(
+            task_type=task_type,
+            created_at__gte=since,
+            confidence__isnull=False,
+            status__in=(
+                AuditRecord.Status.APPROVED,
+                AuditRecord.Status.WARNING,
+                AuditRecord.Status.PENDING_REVIEW,
+            ),
+        )
+        self.total = self._rows.count()
+        self._cache: dict[float, float | None] = {}
+
+    def __call__(self, threshold: float) -> float | None:
+        if not self.total:
+            return None
+        if threshold not in self._cache:
+            below = self._rows.filter(confidence__lt=threshold).count()
+            self._cache[threshold] = below / self.total
+        return self._cache[threshold]
