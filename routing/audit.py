@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+from collections.abc import Callable
 from typing import Any
 
+import orjson
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import close_old_connections, connection, models, transaction
@@ -65,10 +67,29 @@ class _BatchInsert:
 
     def params(self, row: dict[str, Any], connection: BaseDatabaseWrapper) -> list[Any]:
         values = []
+        json_value = _json_adapter(connection)
         for field, prep in zip(self.fields, self.needs_prep, strict=True):
             value = row.get(field.name, self.defaults[field.name])
-            values.append(field.get_db_prep_save(value, connection) if prep else value)
+            if not prep:
+                values.append(value)
+            elif isinstance(field, models.JSONField):
+                values.append(json_value(value))
+            else:
+                values.append(field.get_db_prep_save(value, connection))
         return values
+
+
+def _orjson_text(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def _json_adapter(connection: BaseDatabaseWrapper) -> Callable[[Any], Any]:
+    """JSON columns encoded by orjson (several times faster than the json module Django uses)."""
+    if connection.vendor == "postgresql":
+        from psycopg.types.json import Jsonb
+
+        return lambda value: Jsonb(value, dumps=_orjson_text)
+    return _orjson_text
 
 
 _insert: _BatchInsert | None = None
