@@ -159,7 +159,7 @@ class TunableChangeAdmin(_TunableChangeAdminBase):
 
 class LearningChangeInline(_LearningChangeInlineBase):
     model = LearningChange
-    fields = ("change_link", "tunable", "task_type", "before", "after", "state", "expected_effect")
+    fields = ("change_link", "target", "task_type", "before", "after", "state", "expected_effect")
     readonly_fields = fields
     extra = 0
     can_delete = False
@@ -197,7 +197,7 @@ class LearningRunAdmin(_LearningRunAdminBase):
     readonly_fields = fields
     inlines = [LearningChangeInline]
     # "Run now" acts on no selection in particular (select any run of the list).
-    actions = [_run_now("thresholds")]
+    actions = [_run_now("thresholds"), _run_now("validators")]
 
     @admin.display(description="changes")
     def change_count(self, obj: LearningRun) -> int:
@@ -217,7 +217,7 @@ class LearningChangeAdmin(_LearningChangeAdminBase):
     list_display = (
         "id",
         "run",
-        "tunable",
+        "target",
         "task_type",
         "before",
         "after",
@@ -225,11 +225,13 @@ class LearningChangeAdmin(_LearningChangeAdminBase):
         "applied_at",
         "reverted_at",
     )
-    list_filter = ("state", "tunable", "run__kind")
-    search_fields = ("task_type",)
+    list_filter = ("state", "target_kind", "tunable", "validator", "run__kind")
+    search_fields = ("task_type", "validator")
     fields = (
         "run",
+        "target_kind",
         "tunable",
+        "validator",
         "task_type",
         "before",
         "before_overridden",

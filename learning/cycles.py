@@ -1,8 +1,9 @@
-"""Learning cycles: runs that look at reviewers' verdicts and move the gate tunables.
+"""Learning cycles: runs that look at reviewers' verdicts and move the gate tunables and the
+validators' weights.
 
-Only the thresholds cycle exists so far; the validators and assignments cycles record a skipped
-run saying so. Every change goes through ``tunable_set`` (history and hot reload) and is kept as a
-``LearningChange`` with its evidence, so it can be reverted.
+The thresholds and validators cycles exist; the assignments cycle records a skipped run saying so.
+Every change goes through ``tunable_set`` or ``validator_config_save`` (hot reload) and is kept
+as a ``LearningChange`` with its evidence, so it can be reverted.
 
 The thresholds cycle, per task type with at least ``MIN_SAMPLE`` decided review items in the
 last ``WINDOW``:
@@ -20,6 +21,20 @@ last ``WINDOW``:
   ``review_below``; the review queue itself over-represents low scores, so it cannot say.
 - One cycle moves a threshold by at most ``MAX_STEP``; 0 <= review_below < approve_at <= 10.
   Task types without a name are left alone: their thresholds are the global ones.
+
+The validators cycle, per task type with at least ``MIN_SAMPLE`` decided review items in the last
+``WINDOW``, for every validator in the items' breakdowns (counted or shadow, weight 0; results
+"not counted" because the validator failed are left out):
+
+- how well its score predicts the verdict is its AUC: the chance that an accepted answer scored
+  higher than a not accepted one (ties count half; the Mann-Whitney U over the two groups'
+  sizes). 1 separates them perfectly, 0.5 is chance. It needs ``MIN_CLASS`` answers on each side.
+- AUC >= ``AUC_GOOD``: the weight is multiplied by ``STEP_UP`` (to at most ``MAX_WEIGHT``; a shadow
+  validator comes back at ``MIN_WEIGHT``). AUC <= ``AUC_CHANCE``: by ``STEP_DOWN``, and to 0
+  (shadow: still run and measured, not counted) once under ``MIN_WEIGHT``.
+- The weight is written on the task type's ``ValidatorConfig`` row, created from the effective
+  setting (the all-task-types row, or the default) when there is none; a revert deletes a row the
+  change created. Every validator's AUC is in the run's ``data_used["agreement"]``.
 """
 
 from __future__ import annotations
@@ -40,9 +55,10 @@ from reviews.models import ReviewItem
 from routing.models import AuditRecord
 
 from .gates import GateConfig
-from .models import LearningChange, LearningRun, TunableOverride
+from .models import LearningChange, LearningRun, TunableOverride, ValidatorConfig
 from .selectors import gate_configs
-from .services import tunable_set
+from .services import tunable_set, validator_config_delete, validator_config_save
+from .validators.registry import VALIDATORS
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +74,15 @@ DRIFT_WINDOW = timedelta(hours=24)
 MAX_DRIFT = 0.5
 LOCK_TIMEOUT_S = 30 * 60
 
+MIN_CLASS = 5
+AUC_GOOD = 0.75
+AUC_CHANCE = 0.55
+STEP_UP = 1.25
+STEP_DOWN = 0.8
+MIN_WEIGHT = 0.2
+MAX_WEIGHT = 3.0
+DEFAULT_WEIGHT = 1.0
+
 THRESHOLDS_SOURCE = "learning:thresholds"
 NOT_IMPLEMENTED = "not implemented yet"
 
@@ -66,7 +91,8 @@ _STEPS = tuple(round(GRID * i, 1) for i in range(1, round(MAX_STEP / GRID) + 1))
 
 @dataclass(frozen=True, slots=True)
 class Proposal:
-    """A change the thresholds cycle wants, before it is recorded."""
+    """A change a cycle wants, before it is recorded: of a tunable, or of a validator's weight
+    (``validator`` set, ``tunable`` empty)."""
 
     tunable: str
     task_type: str
@@ -75,11 +101,18 @@ class Proposal:
     after: float
     evidence: dict[str, Any]
     expected_effect: str
+    validator: str = ""
+
+    @property
+    def target_kind(self) -> str:
+        if self.validator:
+            return LearningChange.TargetKind.VALIDATOR_WEIGHT
+        return LearningChange.TargetKind.TUNABLE
 
     def line(self) -> str:
+        target = f"weight of {self.validator}" if self.validator else self.tunable
         return (
-            f"{self.tunable}[{self.task_type}] {self.before:g} -> {self.after:g}: "
-            f"{self.expected_effect}"
+            f"{target}[{self.task_type}] {self.before:g} -> {self.after:g}: {self.expected_effect}"
         )
 
 
@@ -105,7 +138,8 @@ def learning_cycle_run(*, kind: str, dry_run: bool = False, mode: str | None = N
     if mode not in LearningRun.Mode.values:
         raise ValueError(f"unknown mode {mode!r}; one of {', '.join(LearningRun.Mode)}")
 
-    if kind != LearningRun.Kind.THRESHOLDS:
+    planner = _PLANNERS.get(kind)
+    if planner is None:
         run = LearningRun(kind=kind, mode=mode, status=LearningRun.Status.SKIPPED)
         run.outcome = NOT_IMPLEMENTED
         run.finished_at = timezone.now()
@@ -114,7 +148,7 @@ def learning_cycle_run(*, kind: str, dry_run: bool = False, mode: str | None = N
         return run
 
     if dry_run:
-        plan = _thresholds_plan()
+        plan = planner()
         run = LearningRun(kind=kind, mode=mode, status=LearningRun.Status.SUCCEEDED)
         run.data_used = plan.data_used
         run.outcome = _outcome("dry run, nothing written", plan, [])
@@ -132,7 +166,7 @@ def learning_cycle_run(*, kind: str, dry_run: bool = False, mode: str | None = N
             )
         run = LearningRun.objects.create(kind=kind, mode=mode)
         try:
-            _thresholds_cycle(run=run)
+            _cycle(run=run, plan=planner())
         except Exception as exc:
             run.status = LearningRun.Status.FAILED
             run.outcome = f"failed: {exc!r}"
@@ -148,20 +182,31 @@ def learning_change_apply(*, change: LearningChange, actor: Any) -> LearningChan
     change = LearningChange.objects.select_for_update().get(pk=change.pk)
     if change.state != LearningChange.State.PROPOSED:
         raise ValueError(f"change {change.pk} is {change.state}, not proposed")
-    current, _ = _effective(change.tunable, change.task_type)
-    if abs(current - change.before) > 1e-9:
-        raise ValueError(
-            f"{change.tunable}[{change.task_type}] is {current:g} now, not {change.before:g}: "
-            "the proposal is stale"
+    if change.target_kind == LearningChange.TargetKind.VALIDATOR_WEIGHT:
+        current_weight, _, _ = _validator_effective(change.validator, change.task_type)
+        if abs(current_weight - change.before) > 1e-9:
+            raise ValueError(
+                f"{change.target}[{change.task_type}] is {current_weight:g} now, "
+                f"not {change.before:g}: the proposal is stale"
+            )
+        _validator_weight_set(
+            validator=change.validator, task_type=change.task_type, weight=change.after
         )
-    tunable_set(
-        name=change.tunable,
-        task_type=change.task_type,
-        value=change.after,
-        actor=actor,
-        source=f"learning:{change.run.kind}",
-        reason=f"proposed by learning run {change.run_id}: {change.expected_effect}"[:300],
-    )
+    else:
+        current, _ = _effective(change.tunable, change.task_type)
+        if abs(current - change.before) > 1e-9:
+            raise ValueError(
+                f"{change.tunable}[{change.task_type}] is {current:g} now, "
+                f"not {change.before:g}: the proposal is stale"
+            )
+        tunable_set(
+            name=change.tunable,
+            task_type=change.task_type,
+            value=change.after,
+            actor=actor,
+            source=f"learning:{change.run.kind}",
+            reason=f"proposed by learning run {change.run_id}: {change.expected_effect}"[:300],
+        )
     change.state = LearningChange.State.APPLIED
     change.applied_at = timezone.now()
     change.save(update_fields=["state", "applied_at"])
@@ -170,27 +215,42 @@ def learning_change_apply(*, change: LearningChange, actor: Any) -> LearningChan
 
 @transaction.atomic
 def learning_change_revert(*, change: LearningChange, actor: Any) -> LearningChange:
-    """Put the tunable back to where the change found it (removing the override if there was
-    none) and mark the change reverted; a later applied change of the same tunable goes first."""
+    """Put the tunable or validator weight back to where the change found it (removing the
+    override or validator row the change created) and mark the change reverted; a later applied
+    change of the same target goes first."""
     change = LearningChange.objects.select_for_update().get(pk=change.pk)
     if change.state != LearningChange.State.APPLIED:
         raise ValueError(f"change {change.pk} is {change.state}, not applied")
     later = LearningChange.objects.filter(
+        target_kind=change.target_kind,
         tunable=change.tunable,
+        validator=change.validator,
         task_type=change.task_type,
         state=LearningChange.State.APPLIED,
         applied_at__gt=change.applied_at,
     ).first()
     if later is not None:
-        raise ValueError(f"revert the later change {later.pk} of this tunable first")
-    tunable_set(
-        name=change.tunable,
-        task_type=change.task_type,
-        value=change.before if change.before_overridden else None,
-        actor=actor,
-        source="revert",
-        reason=f"revert of learning change {change.pk} (run {change.run_id})",
-    )
+        raise ValueError(f"revert the later change {later.pk} of this {change.target_kind} first")
+    if change.target_kind == LearningChange.TargetKind.VALIDATOR_WEIGHT:
+        if change.before_overridden:
+            _validator_weight_set(
+                validator=change.validator, task_type=change.task_type, weight=change.before
+            )
+        else:
+            row = ValidatorConfig.objects.filter(
+                task_type=change.task_type, validator=change.validator
+            ).first()
+            if row is not None:
+                validator_config_delete(config=row)
+    else:
+        tunable_set(
+            name=change.tunable,
+            task_type=change.task_type,
+            value=change.before if change.before_overridden else None,
+            actor=actor,
+            source="revert",
+            reason=f"revert of learning change {change.pk} (run {change.run_id})",
+        )
     change.state = LearningChange.State.REVERTED
     change.reverted_at = timezone.now()
     change.save(update_fields=["state", "reverted_at"])
@@ -222,8 +282,8 @@ def _cycle_lock(kind: str) -> Iterator[bool]:
 # --- the thresholds cycle -------------------------------------------------------------------------
 
 
-def _thresholds_cycle(*, run: LearningRun) -> None:
-    plan = _thresholds_plan()
+def _cycle(*, run: LearningRun, plan: _Plan) -> None:
+    """Record (and in apply mode, make) the plan's changes, and finish the run."""
     apply = run.mode == LearningRun.Mode.APPLY
     alerts: list[str] = []
     with transaction.atomic():
@@ -231,7 +291,9 @@ def _thresholds_cycle(*, run: LearningRun) -> None:
         for proposal in plan.proposals:
             change = LearningChange.objects.create(
                 run=run,
+                target_kind=proposal.target_kind,
                 tunable=proposal.tunable,
+                validator=proposal.validator,
                 task_type=proposal.task_type,
                 before=proposal.before,
                 before_overridden=proposal.before_overridden,
@@ -241,12 +303,18 @@ def _thresholds_cycle(*, run: LearningRun) -> None:
                 state=LearningChange.State.APPLIED if apply else LearningChange.State.PROPOSED,
                 applied_at=now if apply else None,
             )
-            if apply:
+            if apply and proposal.validator:
+                _validator_weight_set(
+                    validator=proposal.validator,
+                    task_type=proposal.task_type,
+                    weight=proposal.after,
+                )
+            elif apply:
                 tunable_set(
                     name=proposal.tunable,
                     task_type=proposal.task_type,
                     value=proposal.after,
-                    source=THRESHOLDS_SOURCE,
+                    source=f"learning:{run.kind}",
                     reason=f"learning run {run.pk}: {proposal.expected_effect}"[:300],
                 )
                 alert = _drift_alert(change)
@@ -481,3 +549,150 @@ class _ReviewLoad:
             below = self._rows.filter(confidence__lt=threshold).count()
             self._cache[threshold] = below / self.total
         return self._cache[threshold]
+
+
+# --- the validators cycle -------------------------------------------------------------------------
+
+
+def auc(accepted: Sequence[float], rejected: Sequence[float]) -> float | None:
+    """The chance that an accepted answer scored higher than a not accepted one (ties half):
+    Mann-Whitney U / (n_accepted * n_rejected). None when a side is empty."""
+    if not accepted or not rejected:
+        return None
+    wins = 0.0
+    for a in accepted:
+        for r in rejected:
+            wins += 1.0 if a > r else 0.5 if a == r else 0.0
+    return wins / (len(accepted) * len(rejected))
+
+
+def _validator_effective(validator: str, task_type: str) -> tuple[float, bool, ValidatorConfig]:
+    """A validator's effective weight for a task type, whether the task type has a row of its
+    own, and that row (or an unsaved one copied from the all-task-types row or the default)."""
+    rows = {
+        row.task_type: row
+        for row in ValidatorConfig.objects.filter(
+            validator=validator, task_type__in=("", task_type)
+        )
+    }
+    own = rows.get(task_type)
+    if own is not None:
+        return own.weight, True, own
+    base = rows.get("")
+    row = ValidatorConfig(
+        task_type=task_type,
+        validator=validator,
+        enabled=base.enabled if base else True,
+        weight=base.weight if base else DEFAULT_WEIGHT,
+        params=dict(base.params) if base else {},
+    )
+    return row.weight, False, row
+
+
+def _validator_weight_set(*, validator: str, task_type: str, weight: float) -> None:
+    """Write a validator's weight on the task type's row, creating it from the effective
+    setting when missing."""
+    existing = ValidatorConfig.objects.select_for_update().filter(
+        validator=validator, task_type=task_type
+    )
+    row = existing.first()
+    if row is None:
+        _, _, row = _validator_effective(validator, task_type)
+    row.weight = weight
+    validator_config_save(config=row)
+
+
+def _next_weight(weight: float, score: float) -> float:
+    if score >= AUC_GOOD:
+        return MIN_WEIGHT if weight <= 0 else round(min(MAX_WEIGHT, weight * STEP_UP), 3)
+    if score <= AUC_CHANCE and weight > 0:
+        lowered = round(weight * STEP_DOWN, 3)
+        return 0.0 if lowered < MIN_WEIGHT else lowered
+    return weight
+
+
+def _validators_plan() -> _Plan:
+    """What the validators cycle would change, from the last ``WINDOW`` of review verdicts."""
+    since = timezone.now() - WINDOW
+    decided = (
+        ReviewItem.objects.filter(decided_at__gte=since)
+        .exclude(status=ReviewItem.Status.PENDING)
+        .exclude(task_type="")
+        .values_list("task_type", "status", "audit_record__validation")
+    )
+    # task type -> validator -> (scores of accepted answers, scores of the others)
+    by_task: dict[str, dict[str, tuple[list[float], list[float]]]] = {}
+    reviewed: dict[str, int] = {}
+    for task_type, status, validation in decided:
+        reviewed[task_type] = reviewed.get(task_type, 0) + 1
+        scores = by_task.setdefault(task_type, {})
+        accepted = status == ReviewItem.Status.APPROVED
+        for result in validation if isinstance(validation, list) else []:
+            if not isinstance(result, dict) or not isinstance(result.get("name"), str):
+                continue
+            score = result.get("score")
+            if not isinstance(score, int | float) or str(result.get("reason", "")).startswith(
+                "not counted"
+            ):
+                continue
+            sides = scores.setdefault(result["name"], ([], []))
+            sides[0 if accepted else 1].append(float(score))
+    plan = _Plan()
+    agreement: dict[str, dict[str, dict[str, Any]]] = {}
+    plan.data_used = {
+        "window_days": WINDOW.days,
+        "min_sample": MIN_SAMPLE,
+        "reviewed": dict(sorted(reviewed.items())),
+        "agreement": agreement,
+    }
+    for task_type in sorted(by_task):
+        if reviewed[task_type] < MIN_SAMPLE:
+            plan.notes.append(
+                f"{task_type}: {reviewed[task_type]} reviewed items, fewer than {MIN_SAMPLE}"
+            )
+            continue
+        agreement[task_type] = {}
+        for validator, (ok, not_ok) in sorted(by_task[task_type].items()):
+            score = auc(ok, not_ok)
+            weight, own_row, _ = _validator_effective(validator, task_type)
+            evidence: dict[str, Any] = {
+                "n": len(ok) + len(not_ok),
+                "accepted": len(ok),
+                "not_accepted": len(not_ok),
+                "auc": None if score is None else round(score, 4),
+                "weight": weight,
+            }
+            agreement[task_type][validator] = evidence
+            summary = (
+                f"AUC {'n/a' if score is None else f'{score:.2f}'} on {evidence['n']} reviewed "
+                f"({len(ok)} accepted, {len(not_ok)} not)"
+            )
+            plan.notes.append(f"{task_type}/{validator}: {summary}, weight {weight:g}")
+            if score is None or min(len(ok), len(not_ok)) < MIN_CLASS:
+                continue
+            if validator not in VALIDATORS:  # no longer registered: no config to move
+                continue
+            new_weight = _next_weight(weight, score)
+            if abs(new_weight - weight) < 1e-9:
+                continue
+            verdict = "predicts the verdict" if score >= AUC_GOOD else "is near chance"
+            plan.proposals.append(
+                Proposal(
+                    tunable="",
+                    validator=validator,
+                    task_type=task_type,
+                    before=weight,
+                    before_overridden=own_row,
+                    after=new_weight,
+                    evidence={**evidence, "created_row": not own_row},
+                    expected_effect=f"{summary}: it {verdict}"
+                    + (" (shadow from now on)" if new_weight == 0 else ""),
+                )
+            )
+    return plan
+
+
+_PLANNERS = {
+    LearningRun.Kind.THRESHOLDS.value: _thresholds_plan,
+    LearningRun.Kind.VALIDATORS.value: _validators_plan,
+}

@@ -43,8 +43,8 @@ class ValidatorConfig(models.Model):
             raise ValidationError(
                 {"validator": f"Unknown validator; one of {', '.join(VALIDATORS)}."}
             )
-        if self.weight <= 0:
-            raise ValidationError({"weight": "Must be positive (disable the row instead)."})
+        if self.weight < 0:
+            raise ValidationError({"weight": "Must be 0 (shadow mode) or more."})
         if not isinstance(self.params, dict):
             raise ValidationError({"params": "Must be a JSON object."})
 
@@ -135,7 +135,12 @@ class LearningRun(models.Model):
 
 
 class LearningChange(models.Model):
-    """One change a learning run made (or proposes) to a tunable of one task type."""
+    """One change a learning run made (or proposes) to a tunable, or to a validator's weight, of
+    one task type."""
+
+    class TargetKind(models.TextChoices):
+        TUNABLE = "tunable", "Tunable"
+        VALIDATOR_WEIGHT = "validator_weight", "Validator weight"
 
     class State(models.TextChoices):
         APPLIED = "applied", "Applied"
@@ -144,12 +149,19 @@ class LearningChange(models.Model):
         REJECTED = "rejected", "Rejected"
 
     run = models.ForeignKey(LearningRun, on_delete=models.CASCADE, related_name="changes")
-    tunable = models.CharField(max_length=50)
+    target_kind = models.CharField(
+        max_length=24, choices=TargetKind.choices, default=TargetKind.TUNABLE
+    )
+    tunable = models.CharField(max_length=50, blank=True, help_text="Empty for a validator.")
+    validator = models.CharField(max_length=50, blank=True, help_text="For a validator weight.")
     task_type = models.CharField(max_length=100, blank=True)
     before = models.FloatField(help_text="The effective value before the change.")
     before_overridden = models.BooleanField(
         default=True,
-        help_text="False: the task type had no override of its own; a revert removes it.",
+        help_text=(
+            "False: the task type had no override (or validator row) of its own; "
+            "a revert removes the one the change created."
+        ),
     )
     after = models.FloatField()
     evidence = models.JSONField(default=dict, blank=True)
@@ -167,4 +179,11 @@ class LearningChange(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.tunable}[{self.task_type or '*'}]: {self.before:g} → {self.after:g}"
+        return f"{self.target}[{self.task_type or '*'}]: {self.before:g} → {self.after:g}"
+
+    @property
+    def target(self) -> str:
+        """What the change moves: a tunable's name, or ``weight of <validator>``."""
+        if self.target_kind == self.TargetKind.VALIDATOR_WEIGHT:
+            return f"weight of {self.validator}"
+        return self.tunable

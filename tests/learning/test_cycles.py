@@ -205,19 +205,19 @@ def test_the_lock_skips_a_concurrent_run(monkeypatch):
     """While a thresholds cycle runs, another one is recorded as skipped; the lock is then freed."""
     rejected_approvals()
     nested: list[LearningRun] = []
-    real_cycle = cycles._thresholds_cycle
+    real_cycle = cycles._cycle
 
-    def cycle_starting_another(*, run: LearningRun) -> None:
+    def cycle_starting_another(*, run: LearningRun, plan: cycles._Plan) -> None:
         nested.append(learning_cycle_run(kind="thresholds"))
-        real_cycle(run=run)
+        real_cycle(run=run, plan=plan)
 
-    monkeypatch.setattr(cycles, "_thresholds_cycle", cycle_starting_another)
+    monkeypatch.setattr(cycles, "_cycle", cycle_starting_another)
     first = learning_cycle_run(kind="thresholds")
     assert first.status == "succeeded" and first.changes.count() == 1
     (second,) = nested
     assert (second.status, second.outcome) == ("skipped", "another thresholds cycle is running")
     assert not second.changes.exists()
-    monkeypatch.setattr(cycles, "_thresholds_cycle", real_cycle)
+    monkeypatch.setattr(cycles, "_cycle", real_cycle)
     assert learning_cycle_run(kind="thresholds").status == "succeeded"
 
 
@@ -234,9 +234,9 @@ def test_drift_over_half_a_point_in_a_day_alerts(caplog):
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("kind", ["validators", "assignments"])
+@pytest.mark.parametrize("kind", ["assignments"])
 def test_unimplemented_cycles_record_a_skipped_run(kind):
-    """The validators and assignments cycles say they are not implemented yet, no fake results."""
+    """The assignments cycle says it is not implemented yet, no fake results."""
     run = learning_cycle_run(kind=kind)
     assert (run.status, run.outcome) == ("skipped", "not implemented yet")
     assert LearningRun.objects.get(kind=kind) == run and not run.changes.exists()
