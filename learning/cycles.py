@@ -1,9 +1,8 @@
-"""Learning cycles: runs that look at reviewers' verdicts and move the gate tunables and the
-validators' weights.
+"""Learning cycles: runs that look at reviewers' verdicts and move the gate tunables, the
+validators' weights and the task types' start tiers.
 
-The thresholds and validators cycles exist; the assignments cycle records a skipped run saying so.
-Every change goes through ``tunable_set`` or ``validator_config_save`` (hot reload) and is kept
-as a ``LearningChange`` with its evidence, so it can be reverted.
+Every change goes through ``tunable_set``, ``validator_config_save`` or ``config_object_save``
+(hot reload) and is kept as a ``LearningChange`` with its evidence, so it can be reverted.
 
 The thresholds cycle, per task type with at least ``MIN_SAMPLE`` decided review items in the
 last ``WINDOW``:
@@ -35,11 +34,27 @@ The validators cycle, per task type with at least ``MIN_SAMPLE`` decided review 
 - The weight is written on the task type's ``ValidatorConfig`` row, created from the effective
   setting (the all-task-types row, or the default) when there is none; a revert deletes a row the
   change created. Every validator's AUC is in the run's ``data_used["agreement"]``.
+
+The assignments cycle, per task type (not the ``default`` route's own) with reviewed answers in
+the last ``WINDOW``, per tier (the tier that answered, copied on the review item):
+
+- acceptance = reviewed items approved as they were / decided items, from reviews only: an audit
+  record's ``approved`` status is the confidence gate's own verdict, so counting it would grade the
+  gate by itself. Its 95 % Wilson lower bound is what must reach ``QUALITY_TARGET``, on at least
+  ``TIER_MIN_SAMPLE`` decided items (so a perfect record needs about 35 reviews to qualify).
+- mean cost and latency per request come from the answered audit records of that tier.
+- the cheapest tier meeting the target, if it is not the current start tier (the task type's
+  route, else the default route's), moves the start tier one tier toward it, through
+  ``config_object_save``; a task type without a route gets one (a revert deletes it). Routes
+  pinning a model are left alone. Every tier's estimates are in ``data_used["estimates"]``.
+- Not done yet: exploration traffic (sending a share of requests to a tier without enough reviews),
+  so a tier that is never used is never measured.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -49,13 +64,22 @@ from typing import Any
 
 from django.core.cache import cache
 from django.db import transaction
+from django.db.models import Avg, Count
 from django.utils import timezone
 
+from providers.services import config_object_delete, config_object_save
 from reviews.models import ReviewItem
-from routing.models import AuditRecord
+from routing.models import AuditRecord, TaskRoute
 
 from .gates import GateConfig
-from .models import LearningChange, LearningRun, TunableOverride, ValidatorConfig
+from .models import (
+    TIER_POSITIONS,
+    LearningChange,
+    LearningRun,
+    TunableOverride,
+    ValidatorConfig,
+    tier_at,
+)
 from .selectors import gate_configs
 from .services import tunable_set, validator_config_delete, validator_config_save
 from .validators.registry import VALIDATORS
@@ -83,6 +107,10 @@ MIN_WEIGHT = 0.2
 MAX_WEIGHT = 3.0
 DEFAULT_WEIGHT = 1.0
 
+QUALITY_TARGET = 0.9
+TIER_MIN_SAMPLE = 20
+WILSON_Z = 1.96  # 95 %
+
 THRESHOLDS_SOURCE = "learning:thresholds"
 NOT_IMPLEMENTED = "not implemented yet"
 
@@ -102,18 +130,22 @@ class Proposal:
     evidence: dict[str, Any]
     expected_effect: str
     validator: str = ""
+    kind: str = ""  # empty: a tunable or (``validator`` set) a validator weight
 
     @property
     def target_kind(self) -> str:
+        if self.kind:
+            return self.kind
         if self.validator:
             return LearningChange.TargetKind.VALIDATOR_WEIGHT
         return LearningChange.TargetKind.TUNABLE
 
     def line(self) -> str:
-        target = f"weight of {self.validator}" if self.validator else self.tunable
-        return (
-            f"{target}[{self.task_type}] {self.before:g} -> {self.after:g}: {self.expected_effect}"
+        change = LearningChange(
+            target_kind=self.target_kind, tunable=self.tunable, validator=self.validator
         )
+        before, after = change.value_label(self.before), change.value_label(self.after)
+        return f"{change.target}[{self.task_type}] {before} -> {after}: {self.expected_effect}"
 
 
 @dataclass(slots=True)
@@ -182,7 +214,18 @@ def learning_change_apply(*, change: LearningChange, actor: Any) -> LearningChan
     change = LearningChange.objects.select_for_update().get(pk=change.pk)
     if change.state != LearningChange.State.PROPOSED:
         raise ValueError(f"change {change.pk} is {change.state}, not proposed")
-    if change.target_kind == LearningChange.TargetKind.VALIDATOR_WEIGHT:
+    if change.target_kind == LearningChange.TargetKind.TASK_ROUTE:
+        tier, pinned, _ = _route_effective(change.task_type)
+        if pinned or tier != tier_at(change.before):
+            now = f"pinned to {pinned}" if pinned else tier
+            raise ValueError(
+                f"start tier[{change.task_type}] is {now} now, "
+                f"not {tier_at(change.before)}: the proposal is stale"
+            )
+        _route_tier_set(
+            task_type=change.task_type, tier=tier_at(change.after), run_id=change.run_id
+        )
+    elif change.target_kind == LearningChange.TargetKind.VALIDATOR_WEIGHT:
         current_weight, _, _ = _validator_effective(change.validator, change.task_type)
         if abs(current_weight - change.before) > 1e-9:
             raise ValueError(
@@ -231,7 +274,14 @@ def learning_change_revert(*, change: LearningChange, actor: Any) -> LearningCha
     ).first()
     if later is not None:
         raise ValueError(f"revert the later change {later.pk} of this {change.target_kind} first")
-    if change.target_kind == LearningChange.TargetKind.VALIDATOR_WEIGHT:
+    if change.target_kind == LearningChange.TargetKind.TASK_ROUTE:
+        route = TaskRoute.objects.filter(task_type=change.task_type).first()
+        if route is not None and not change.before_overridden:
+            config_object_delete(obj=route)
+        elif route is not None:
+            route.start_tier = tier_at(change.before)
+            config_object_save(obj=route)
+    elif change.target_kind == LearningChange.TargetKind.VALIDATOR_WEIGHT:
         if change.before_overridden:
             _validator_weight_set(
                 validator=change.validator, task_type=change.task_type, weight=change.before
@@ -303,7 +353,11 @@ def _cycle(*, run: LearningRun, plan: _Plan) -> None:
                 state=LearningChange.State.APPLIED if apply else LearningChange.State.PROPOSED,
                 applied_at=now if apply else None,
             )
-            if apply and proposal.validator:
+            if apply and proposal.kind == LearningChange.TargetKind.TASK_ROUTE:
+                _route_tier_set(
+                    task_type=proposal.task_type, tier=tier_at(proposal.after), run_id=run.pk
+                )
+            elif apply and proposal.validator:
                 _validator_weight_set(
                     validator=proposal.validator,
                     task_type=proposal.task_type,
@@ -692,7 +746,178 @@ def _validators_plan() -> _Plan:
     return plan
 
 
+# --- the assignments cycle ------------------------------------------------------------------------
+
+
+def wilson_lower(accepted: int, n: int, z: float = WILSON_Z) -> float | None:
+    """The Wilson score interval's lower bound of an acceptance rate (None without data)."""
+    if n <= 0:
+        return None
+    p = accepted / n
+    z2 = z * z
+    centre = p + z2 / (2 * n)
+    spread = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n))
+    return (centre - spread) / (1 + z2 / n)
+
+
+def _route_effective(task_type: str) -> tuple[str, str, bool]:
+    """A task type's start tier, its pinned model (empty when none), and whether it has a route
+    of its own (otherwise the default route's, or the cheapest tier without one)."""
+    routes = {
+        r.task_type: r
+        for r in TaskRoute.objects.filter(task_type__in=(task_type, TaskRoute.DEFAULT))
+    }
+    route = routes.get(task_type) or routes.get(TaskRoute.DEFAULT)
+    own = task_type in routes
+    if route is None:
+        return next(iter(TIER_POSITIONS)), "", own
+    return route.start_tier, route.pinned_model, own
+
+
+def _route_tier_set(*, task_type: str, tier: str, run_id: int | None) -> None:
+    """Set a task type's start tier through ``config_object_save`` (every process reloads),
+    creating its route when it has none."""
+    route = TaskRoute.objects.select_for_update().filter(task_type=task_type).first()
+    if route is None:
+        route = TaskRoute(
+            task_type=task_type, description=f"Created by learning run {run_id} (assignments)."
+        )
+    route.start_tier = tier
+    config_object_save(obj=route)
+
+
+def _assignments_plan() -> _Plan:
+    """What the assignments cycle would change, from the last ``WINDOW`` of review verdicts
+    (acceptance per tier) and audit records (cost and latency per tier)."""
+    since = timezone.now() - WINDOW
+    counts: dict[str, dict[str, list[int]]] = {}  # task type -> tier -> [accepted, decided]
+    decided = (
+        ReviewItem.objects.filter(decided_at__gte=since, tier__in=list(TIER_POSITIONS))
+        .exclude(status=ReviewItem.Status.PENDING)
+        .exclude(task_type__in=("", TaskRoute.DEFAULT))
+        .values("task_type", "tier", "status")
+        .annotate(n=Count("id"))
+    )
+    for row in decided:
+        pair = counts.setdefault(row["task_type"], {}).setdefault(row["tier"], [0, 0])
+        pair[1] += row["n"]
+        if row["status"] == ReviewItem.Status.APPROVED:
+            pair[0] += row["n"]
+    usage = {
+        (row["task_type"], row["tier"]): row
+        for row in AuditRecord.objects.filter(
+            created_at__gte=since,
+            task_type__in=list(counts),
+            tier__in=list(TIER_POSITIONS),
+            status__in=(
+                AuditRecord.Status.APPROVED,
+                AuditRecord.Status.WARNING,
+                AuditRecord.Status.PENDING_REVIEW,
+            ),
+        )
+        .values("task_type", "tier")
+        .annotate(requests=Count("id"), cost=Avg("cost_usd"), latency=Avg("latency_ms"))
+    }
+    plan = _Plan()
+    estimates: dict[str, dict[str, dict[str, Any]]] = {}
+    plan.data_used = {
+        "window_days": WINDOW.days,
+        "min_sample": TIER_MIN_SAMPLE,
+        "quality_target": QUALITY_TARGET,
+        "estimates": estimates,
+    }
+    for task_type in sorted(counts):
+        per_tier: dict[str, dict[str, Any]] = {}
+        for tier in TIER_POSITIONS:
+            accepted, n = counts[task_type].get(tier, [0, 0])
+            used = usage.get((task_type, tier), {})
+            bound = wilson_lower(accepted, n)
+            cost, latency = used.get("cost"), used.get("latency")
+            if not n and not used:
+                continue
+            per_tier[tier] = {
+                "n": n,
+                "accepted": accepted,
+                "acceptance": round(accepted / n, 4) if n else None,
+                "wilson_lower": None if bound is None else round(bound, 4),
+                "requests": used.get("requests", 0),
+                "mean_cost_usd": None if cost is None else round(float(cost), 8),
+                "mean_latency_ms": None if latency is None else round(float(latency), 1),
+            }
+        estimates[task_type] = per_tier
+        plan.notes.append(
+            f"{task_type}: "
+            + "; ".join(
+                f"{tier} n={e['n']} acceptance {_pct(e['acceptance'])} "
+                f"lower {_pct(e['wilson_lower'])} cost {e['mean_cost_usd']} "
+                f"latency {e['mean_latency_ms']} ms"
+                for tier, e in per_tier.items()
+            )
+        )
+        proposal = _assignment_proposal(task_type, per_tier, plan.notes)
+        if proposal is not None:
+            plan.proposals.append(proposal)
+    return plan
+
+
+def _assignment_proposal(
+    task_type: str, per_tier: dict[str, dict[str, Any]], notes: list[str]
+) -> Proposal | None:
+    """One tier toward the cheapest tier meeting the target, if that is not the current one."""
+    meets = [
+        tier
+        for tier, e in per_tier.items()
+        if e["n"] >= TIER_MIN_SAMPLE and (e["wilson_lower"] or 0.0) >= QUALITY_TARGET
+    ]
+    if not meets:
+        notes.append(
+            f"{task_type}: no tier with {TIER_MIN_SAMPLE}+ reviewed items has a 95 % lower "
+            f"bound of acceptance of {_pct(QUALITY_TARGET)}; left as it is"
+        )
+        return None
+    best = min(meets, key=TIER_POSITIONS.__getitem__)
+    current, pinned, own = _route_effective(task_type)
+    if pinned:
+        notes.append(f"{task_type}: the route pins {pinned}; left alone")
+        return None
+    if current not in TIER_POSITIONS or current == best:
+        return None
+    here, there = TIER_POSITIONS[current], TIER_POSITIONS[best]
+    new = tier_at(here + (1 if there > here else -1))  # at most one tier per cycle
+    before_cost = (per_tier.get(current) or {}).get("mean_cost_usd")
+    after_cost = (per_tier.get(new) or {}).get("mean_cost_usd")
+    delta = None if before_cost is None or after_cost is None else after_cost - before_cost
+    direction = "down" if there < here else "up"
+    reason = (
+        f"{best} is the cheapest tier meeting {_pct(QUALITY_TARGET)} acceptance "
+        f"(95 % lower bound {_pct(per_tier[best]['wilson_lower'])} on {per_tier[best]['n']})"
+    )
+    effect = (
+        "cost per request n/a (no audit records of a tier)"
+        if delta is None
+        else f"cost per request {before_cost:.6f} -> {after_cost:.6f} USD ({delta:+.6f})"
+    )
+    return Proposal(
+        tunable="",
+        kind=LearningChange.TargetKind.TASK_ROUTE,
+        task_type=task_type,
+        before=float(here),
+        before_overridden=own,
+        after=float(TIER_POSITIONS[new]),
+        evidence={
+            "tier_before": current,
+            "tier_after": new,
+            "best_tier": best,
+            "created_route": not own,
+            "cost_change_usd": None if delta is None else round(delta, 8),
+            "tiers": per_tier,
+        },
+        expected_effect=f"move {direction} one tier: {reason}; {effect}",
+    )
+
+
 _PLANNERS = {
     LearningRun.Kind.THRESHOLDS.value: _thresholds_plan,
     LearningRun.Kind.VALIDATORS.value: _validators_plan,
+    LearningRun.Kind.ASSIGNMENTS.value: _assignments_plan,
 }

@@ -6,6 +6,8 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 
+from providers.models import Tier
+
 from .tunables import TUNABLES
 
 
@@ -135,12 +137,17 @@ class LearningRun(models.Model):
 
 
 class LearningChange(models.Model):
-    """One change a learning run made (or proposes) to a tunable, or to a validator's weight, of
-    one task type."""
+    """One change a learning run made (or proposes) to a tunable, to a validator's weight, or to a
+    task route's start tier, of one task type.
+
+    A start tier is kept in ``before`` / ``after`` as its position in the tier order (0 fast,
+    1 medium, 2 large, 3 external; ``TIER_POSITIONS``); the names are in the evidence.
+    """
 
     class TargetKind(models.TextChoices):
         TUNABLE = "tunable", "Tunable"
         VALIDATOR_WEIGHT = "validator_weight", "Validator weight"
+        TASK_ROUTE = "task_route", "Task route start tier"
 
     class State(models.TextChoices):
         APPLIED = "applied", "Applied"
@@ -179,11 +186,30 @@ class LearningChange(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.target}[{self.task_type or '*'}]: {self.before:g} → {self.after:g}"
+        before, after = self.value_label(self.before), self.value_label(self.after)
+        return f"{self.target}[{self.task_type or '*'}]: {before} → {after}"
 
     @property
     def target(self) -> str:
-        """What the change moves: a tunable's name, or ``weight of <validator>``."""
+        """What the change moves: a tunable's name, ``weight of <validator>`` or ``start tier``."""
         if self.target_kind == self.TargetKind.VALIDATOR_WEIGHT:
             return f"weight of {self.validator}"
+        if self.target_kind == self.TargetKind.TASK_ROUTE:
+            return "start tier"
         return self.tunable
+
+    def value_label(self, value: float) -> str:
+        """A value as shown: a tier's name for a task route, the number otherwise."""
+        if self.target_kind == self.TargetKind.TASK_ROUTE:
+            return tier_at(value)
+        return f"{value:g}"
+
+
+TIER_POSITIONS: dict[str, int] = {tier: i for i, tier in enumerate(Tier.values)}
+"""Tiers cheapest first (docs/adr/0002-cost-first-tiers.md), as stored in a task-route change."""
+
+
+def tier_at(position: float) -> str:
+    """The tier at a position of ``TIER_POSITIONS`` (``?`` when out of range)."""
+    index = round(position)
+    return Tier.values[index] if 0 <= index < len(Tier.values) else "?"

@@ -234,12 +234,11 @@ def test_drift_over_half_a_point_in_a_day_alerts(caplog):
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("kind", ["assignments"])
-def test_unimplemented_cycles_record_a_skipped_run(kind):
-    """The assignments cycle says it is not implemented yet, no fake results."""
-    run = learning_cycle_run(kind=kind)
-    assert (run.status, run.outcome) == ("skipped", "not implemented yet")
-    assert LearningRun.objects.get(kind=kind) == run and not run.changes.exists()
+def test_the_assignments_cycle_without_data_changes_nothing():
+    """Without reviewed answers the assignments cycle succeeds with no change, no fake results."""
+    run = learning_cycle_run(kind="assignments")
+    assert (run.status, run.outcome) == ("succeeded", "no change (applied)")
+    assert LearningRun.objects.get(kind="assignments") == run and not run.changes.exists()
 
 
 @pytest.mark.django_db
