@@ -247,6 +247,7 @@ class GatewaySettings(TypedDict):
     API_KEY_CACHE_S: float
     HEALTH_CHECK_INTERVAL_S: float
     CLASSIFIER_MODEL: str
+    EXPLORATION: bool
     DEFAULT_TASK_TYPE: str
 
 
@@ -278,6 +279,8 @@ GATEWAY: GatewaySettings = {
     "CONFIG_CHECK_INTERVAL_S": env_float("GATEWAY_CONFIG_CHECK_INTERVAL_S", 0.5),
     "API_KEY_CACHE_S": env_float("GATEWAY_API_KEY_CACHE_S", 5.0),
     "HEALTH_CHECK_INTERVAL_S": env_float("GATEWAY_HEALTH_CHECK_INTERVAL_S", 30.0),
+    # Whether a share of routed traffic explores neighbouring tiers (tunable exploration_share).
+    "EXPLORATION": env_bool("GATEWAY_EXPLORATION", True),
     # Public model name of a cheap model that classifies inputs no rule matched (optional).
     "CLASSIFIER_MODEL": os.environ.get("GATEWAY_CLASSIFIER_MODEL", ""),
     "DEFAULT_TASK_TYPE": os.environ.get("GATEWAY_DEFAULT_TASK_TYPE", "general"),

@@ -10,6 +10,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, fields
 
+from providers.models import TIER_ORDER
+
 from .tunables import TUNABLES
 
 APPROVED = "approved"
@@ -30,6 +32,7 @@ class GateConfig:
     max_escalation_cost_usd: float = TUNABLES["max_escalation_cost_usd"].default
     sample_warning: float = TUNABLES["sample_warning"].default
     sample_approved: float = TUNABLES["sample_approved"].default
+    exploration_share: float = TUNABLES["exploration_share"].default
 
     @classmethod
     def from_overrides(cls, *layers: dict[str, float]) -> GateConfig:
@@ -52,6 +55,19 @@ class GateConfig:
             return "low_confidence"
         rate = self.sample_warning if status == WARNING else self.sample_approved
         return "sampled" if rate > 0 and random.random() < rate else ""
+
+    def explore(self, tier: str, available: set[str]) -> str:
+        """The tier to start at: usually ``tier``; for a small share, a neighbour that has
+        deployments (docs/adr/0009)."""
+        if self.exploration_share <= 0 or random.random() >= self.exploration_share:
+            return tier
+        index = TIER_ORDER.index(tier)
+        neighbours = [
+            TIER_ORDER[i]
+            for i in (index - 1, index + 1)
+            if 0 <= i < len(TIER_ORDER) and TIER_ORDER[i] in available
+        ]
+        return random.choice(neighbours) if neighbours else tier
 
     def may_escalate(self, *, confidence: float, tier: str, steps: int, cost_usd: float) -> bool:
         return (

@@ -65,6 +65,14 @@ TUNABLES: dict[str, Tunable] = {
             1,
         ),
         Tunable(
+            "exploration_share",
+            0.05,
+            "Share of a task type's routed requests started one tier up or down, so the "
+            "assignments cycle keeps fresh evidence about the neighbouring tiers.",
+            0,
+            0.5,
+        ),
+        Tunable(
             "sample_approved",
             0.02,
             "Share of approved answers also sent to review (audit sampling).",

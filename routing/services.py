@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
 from django.utils import timezone
 
 from agents.selectors import Caller
@@ -90,6 +91,21 @@ async def _plan(job: CompletionJob) -> tuple[RoutingSnapshot, list[Deployment]]:
     if prefix:
         job.upstream_chat = replace(job.chat, messages=prefix + job.chat.messages)
     choice = router.route_choice_for(snapshot, task_type=job.task_type, caller=job.caller.agent)
+    if (
+        settings.GATEWAY["EXPLORATION"]
+        and not model
+        and not tier
+        and not choice.pinned_model
+        and choice.start_tier
+    ):
+        # Exploration: a small share of routed traffic starts on a neighbouring tier, so the
+        # assignments cycle sees how those tiers do on this task type.
+        start = snapshot.gate_for(job.task_type).explore(
+            choice.start_tier, {t for t, deployments in snapshot.by_tier.items() if deployments}
+        )
+        if start != choice.start_tier:
+            job.metadata["exploration"] = {"from": choice.start_tier, "to": start}
+            choice = RouteChoice(start_tier=start)
     return snapshot, router.plan_route(snapshot, choice=choice, tier=tier, model=model)
 
 
@@ -132,10 +148,10 @@ def answer_context(job: CompletionJob, output: str, finish_reason: str, *,
 
 
 def _second_opinion_task(
-    snapshot: RoutingSnapshot, job: CompletionJob, settings: tuple[ValidatorSetting, ...]
+    snapshot: RoutingSnapshot, job: CompletionJob, checks: tuple[ValidatorSetting, ...]
 ) -> asyncio.Task[str | None] | None:
     """Start asking the agreement model in parallel, when the task type's validators want one."""
-    setting = next((s for s in settings if s.name == "agreement"), None)
+    setting = next((s for s in checks if s.name == "agreement"), None)
     model = str(setting.params.get("model", "")) if setting else ""
     if not model or model not in snapshot.by_public_name:
         return None
@@ -162,8 +178,8 @@ async def completion_run(job: CompletionJob) -> Outcome:
         audit_failed(job, exc.http_status, exc.message, [a.as_dict() for a in exc.attempts])
         raise
     gate = snapshot.gate_for(job.task_type)
-    settings = snapshot.validators_for(job.task_type)
-    second = _second_opinion_task(snapshot, job, settings)
+    checks = snapshot.validators_for(job.task_type)
+    second = _second_opinion_task(snapshot, job, checks)
     attempts: list[dict[str, Any]] = []
     best: Answer | None = None
     cost = 0.0
@@ -199,7 +215,7 @@ async def completion_run(job: CompletionJob) -> Outcome:
             answer_context(
                 job, done.result.text, done.result.finish_reason, second_opinion=opinion
             ),
-            settings,
+            checks,
         )
         step = [a.as_dict() for a in done.attempts]
         step[-1].update(confidence=confidence.score, cost_usd=round(spent, 8))

@@ -58,6 +58,8 @@ def _test_tunables() -> None:
             "HEALTH_CHECK_INTERVAL_S": 0,
             "CONFIG_CHECK_INTERVAL_S": 0,
             "API_KEY_CACHE_S": 0,
+            # Routing must be deterministic in tests; the exploration test turns it on.
+            "EXPLORATION": False,
         }
     )
 

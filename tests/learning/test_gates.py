@@ -175,3 +175,34 @@ def test_agreement_asks_a_second_model(client, simulator):
     )
     assert first["confidence"] < 4
     assert differ["escalations"] >= 1
+
+
+def test_exploration_starts_some_requests_on_a_neighbouring_tier(client, gateway, settings):
+    """With exploration_share 0.5 some routed requests start one tier away and say so; with 0
+    none does."""
+    from routing.config import routing_config_changed
+    from routing.models import TaskRoute
+
+    settings.GATEWAY = {**settings.GATEWAY, "EXPLORATION": True}
+    TaskRoute.objects.create(task_type="explore", start_tier="medium")
+    TaskRoute.objects.create(task_type="stay", start_tier="medium")
+    tunable_set(name="exploration_share", task_type="explore", value=0.5)
+    tunable_set(name="exploration_share", task_type="stay", value=0)
+    routing_config_changed()
+    tiers = set()
+    for _ in range(30):
+        body = client.post(
+            "/v1/completion", json={"input": "Explain tides", "task_type": "explore"}
+        )
+        tiers.add(body.json()["tier"])
+    assert tiers >= {"medium"} and tiers & {"fast", "large"}
+    explored = AuditRecord.objects.none()
+    deadline = time.monotonic() + 5
+    while not explored.exists() and time.monotonic() < deadline:
+        gateway.flush_audit()
+        explored = AuditRecord.objects.filter(metadata__has_key="exploration")
+    assert explored.exists()
+    assert {
+        client.post("/v1/completion", json={"input": "x y", "task_type": "stay"}).json()["tier"]
+        for _ in range(10)
+    } == {"medium"}
