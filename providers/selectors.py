@@ -9,11 +9,15 @@ from gateway_project.shared_state import shared_state
 
 def provider_runtime_status(*, provider_id: int) -> str:
     """A short line for the admin: key rejected, cooling down, or the last health check."""
+    from routing.router import provider_cool_key
+
+    from .health import health_key
+
     state = shared_state()
-    cooling = state.get(f"cool:p:{provider_id}")
+    cooling = state.get(provider_cool_key(provider_id))
     if cooling:
         return cooling
-    health = state.get(f"health:p:{provider_id}")
+    health = state.get(health_key(provider_id))
     if not health:
         return "not checked yet"
     check = orjson.loads(health)

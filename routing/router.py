@@ -154,11 +154,14 @@ def estimate_tokens(request: ChatRequest) -> int:
 # --- shared health state -------------------------------------------------------------------
 
 
-def _cool_key(d: Deployment) -> str:
-    return f"cool:d:{d.id}"
+# Shared-state keys of routing health, used here and by /health and the admin.
 
 
-def _provider_cool_key(provider_id: int) -> str:
+def deployment_cool_key(deployment_id: int) -> str:
+    return f"cool:d:{deployment_id}"
+
+
+def provider_cool_key(provider_id: int) -> str:
     return f"cool:p:{provider_id}"
 
 
@@ -169,8 +172,8 @@ def provider_down_key(provider_id: int) -> str:
 async def _unavailable(plan: list[Deployment]) -> dict[int, str]:
     """Deployment id → why it is skipped (cooling down, provider down), in one round trip."""
     provider_ids = sorted({d.provider_id for d in plan})
-    keys = [_cool_key(d) for d in plan]
-    keys += [_provider_cool_key(p) for p in provider_ids] + [
+    keys = [deployment_cool_key(d.id) for d in plan]
+    keys += [provider_cool_key(p) for p in provider_ids] + [
         provider_down_key(p) for p in provider_ids
     ]
     values = await shared_state().aget_many_cached(
@@ -197,7 +200,7 @@ async def _record_failure(d: Deployment, error: ProviderError) -> bool:
     _recently_failed.add(d.id)
     if error.error_class == ErrorClass.AUTH:
         await state.aset(
-            _provider_cool_key(d.provider_id),
+            provider_cool_key(d.provider_id),
             f"API key rejected (HTTP {error.status_code})",
             gw["AUTH_FAILURE_COOLDOWN_S"],
         )
@@ -210,14 +213,16 @@ async def _record_failure(d: Deployment, error: ProviderError) -> bool:
         )
         return True
     if error.error_class == ErrorClass.NOT_FOUND:
-        await state.aset(_cool_key(d), "1", gw["COOLDOWN_S"])
+        await state.aset(deployment_cool_key(d.id), "1", gw["COOLDOWN_S"])
         return True
     if error.retry_after and error.retry_after > gw["RETRY_AFTER_CAP_S"]:
-        await state.aset(_cool_key(d), "1", min(error.retry_after, gw["MAX_COOLDOWN_S"]))
+        await state.aset(
+            deployment_cool_key(d.id), "1", min(error.retry_after, gw["MAX_COOLDOWN_S"])
+        )
         return True
     failures = await state.aincr(f"fail:d:{d.id}", gw["COOLDOWN_S"])
     if failures >= gw["FAILURE_THRESHOLD"]:
-        await state.aset(_cool_key(d), "1", gw["COOLDOWN_S"])
+        await state.aset(deployment_cool_key(d.id), "1", gw["COOLDOWN_S"])
         await state.adelete(f"fail:d:{d.id}")
         logger.warning(
             "deployment %s/%s cooled down after %s failures",

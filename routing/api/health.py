@@ -14,7 +14,7 @@ from providers.health import provider_health
 
 from ..audit import audit_writer
 from ..config import current_snapshot
-from ..router import provider_down_key
+from ..router import deployment_cool_key, provider_cool_key, provider_down_key
 from .common import json_response
 from .views import api_endpoint
 
@@ -26,8 +26,8 @@ async def health(request: HttpRequest) -> HttpResponse:
     provider_ids = sorted({d.provider_id for d in snapshot.deployments})
     checks = await provider_health(provider_ids)
     cooling = await shared_state().aget_many(
-        [f"cool:d:{d.id}" for d in snapshot.deployments]
-        + [f"cool:p:{p}" for p in provider_ids]
+        [deployment_cool_key(d.id) for d in snapshot.deployments]
+        + [provider_cool_key(p) for p in provider_ids]
         + [provider_down_key(p) for p in provider_ids]
     )
     n, m = len(snapshot.deployments), len(provider_ids)
