@@ -7,10 +7,12 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
+from django_celery_beat.models import PeriodicTask
 
 from .cycles import learning_change_apply, learning_change_revert, learning_cycle_run
 from .models import (
+    CycleSetting,
     LearningChange,
     LearningRun,
     TunableChange,
@@ -26,6 +28,7 @@ if TYPE_CHECKING:
     _TunableChangeAdminBase = admin.ModelAdmin[TunableChange]
     _LearningRunAdminBase = admin.ModelAdmin[LearningRun]
     _LearningChangeAdminBase = admin.ModelAdmin[LearningChange]
+    _CycleSettingAdminBase = admin.ModelAdmin[CycleSetting]
     _LearningChangeInlineBase = admin.TabularInline[LearningChange, LearningRun]
     _ValidatorConfigFormBase = forms.ModelForm[ValidatorConfig]
     _TunableOverrideFormBase = forms.ModelForm[TunableOverride]
@@ -34,7 +37,7 @@ else:
         admin.ModelAdmin
     )
     _ValidatorConfigFormBase = _TunableOverrideFormBase = forms.ModelForm
-    _LearningRunAdminBase = _LearningChangeAdminBase = admin.ModelAdmin
+    _LearningRunAdminBase = _LearningChangeAdminBase = _CycleSettingAdminBase = admin.ModelAdmin
     _LearningChangeInlineBase = admin.TabularInline
 
 
@@ -174,17 +177,57 @@ class LearningChangeInline(_LearningChangeInlineBase):
         return False
 
 
-def _run_now(kind: str) -> Any:
-    @admin.action(description=f"Run the {kind} cycle now", permissions=["change"])
-    def action(
-        modeladmin: LearningRunAdmin, request: HttpRequest, queryset: QuerySet[LearningRun]
-    ) -> None:
-        run = learning_cycle_run(kind=kind)
-        level = messages.ERROR if run.status == LearningRun.Status.FAILED else messages.INFO
-        modeladmin.message_user(request, f"{run}: {run.outcome}", level)
+@admin.register(CycleSetting)
+class CycleSettingAdmin(_CycleSettingAdminBase):
+    """The three learning cycles: each one's mode, schedule and last run, and "run now"."""
 
-    action.__name__ = f"run_{kind}_now"
-    return action
+    list_display = ("kind", "mode", "schedule", "last_run", "proposed_changes")
+    list_editable = ("mode",)
+    fields = ("kind", "mode")
+    readonly_fields = ("kind",)
+    actions = ["run_now"]
+
+    @admin.display(description="schedule (beat)")
+    def schedule(self, obj: CycleSetting) -> str:
+        task = PeriodicTask.objects.filter(name=f"learning: {obj.kind}").first()
+        if task is None:
+            return "not scheduled (run manage.py seed_learning_schedules)"
+        url = reverse("admin:django_celery_beat_periodictask_change", args=[task.pk])
+        state = "" if task.enabled else " (disabled)"
+        return format_html('<a href="{}">{}{}</a>', url, task.schedule, state)
+
+    @admin.display(description="last run")
+    def last_run(self, obj: CycleSetting) -> str:
+        run = LearningRun.objects.filter(kind=obj.kind).first()
+        if run is None:
+            return "never"
+        url = reverse("admin:learning_learningrun_change", args=[run.pk])
+        started = f"{run.started_at:%Y-%m-%d %H:%M}"
+        return format_html('<a href="{}">{} {}</a>', url, started, run.status)
+
+    @admin.display(description="proposed changes")
+    def proposed_changes(self, obj: CycleSetting) -> str:
+        count = LearningChange.objects.filter(
+            run__kind=obj.kind, state=LearningChange.State.PROPOSED
+        ).count()
+        url = reverse("admin:learning_learningchange_changelist")
+        return format_html(
+            '<a href="{}?state__exact=proposed&run__kind={}">{}</a>', url, obj.kind, count
+        )
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.action(description="Run the selected cycles now", permissions=["change"])
+    def run_now(self, request: HttpRequest, queryset: QuerySet[CycleSetting]) -> None:
+        # The same service as beat's task, in this request: the outcome is shown at once.
+        for setting in queryset:
+            run = learning_cycle_run(kind=setting.kind)
+            level = messages.ERROR if run.status == LearningRun.Status.FAILED else messages.INFO
+            self.message_user(request, f"{run}: {run.outcome}", level)
 
 
 @admin.register(LearningRun)
@@ -196,8 +239,6 @@ class LearningRunAdmin(_LearningRunAdminBase):
     fields = ("kind", "mode", "status", "started_at", "finished_at", "data_used", "outcome")
     readonly_fields = fields
     inlines = [LearningChangeInline]
-    # "Run now" acts on no selection in particular (select any run of the list).
-    actions = [_run_now("thresholds"), _run_now("validators")]
 
     @admin.display(description="changes")
     def change_count(self, obj: LearningRun) -> int:
@@ -208,6 +249,22 @@ class LearningRunAdmin(_LearningRunAdminBase):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+def _pct(value: Any) -> str:
+    return "n/a" if value is None else f"{value:.1%}"
+
+
+def _usd(value: Any) -> str:
+    return "n/a" if value is None else f"${value:.6f}"
+
+
+_REPLAY_ROWS = (
+    ("cost_usd", "cost per request", _usd),
+    ("approval_rate", "approved by the gate", _pct),
+    ("review_load", "sent to review", _pct),
+    ("approved_acceptance", "reviewers accept the approved", _pct),
+)
 
 
 @admin.register(LearningChange)
@@ -238,12 +295,34 @@ class LearningChangeAdmin(_LearningChangeAdminBase):
         "after",
         "state",
         "expected_effect",
+        "replay_estimate",
         "evidence",
         "applied_at",
         "reverted_at",
     )
     readonly_fields = fields
     actions = ["apply_proposed", "revert_changes"]
+
+    @admin.display(description="replay on recent traffic")
+    def replay_estimate(self, obj: LearningChange) -> str:
+        replay = obj.evidence.get("replay") if isinstance(obj.evidence, dict) else None
+        if not isinstance(replay, dict):
+            return "-"
+        rows = format_html_join(
+            "",
+            "<tr><th>{}</th><td>{}</td><td>{}</td></tr>",
+            (
+                (label, fmt(replay["before"].get(key)), fmt(replay["after"].get(key)))
+                for key, label, fmt in _REPLAY_ROWS
+            ),
+        )
+        return format_html(
+            "<p>{} answered requests, {} reviewed, in the window</p>"
+            "<table><tr><th></th><th>before</th><th>after</th></tr>{}</table>",
+            replay.get("requests"),
+            replay.get("reviewed"),
+            rows,
+        )
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

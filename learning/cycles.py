@@ -55,15 +55,12 @@ from __future__ import annotations
 
 import logging
 import math
-import uuid
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from django.core.cache import cache
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Avg, Count
 from django.utils import timezone
 
@@ -74,12 +71,14 @@ from routing.models import AuditRecord, TaskRoute
 from .gates import GateConfig
 from .models import (
     TIER_POSITIONS,
+    CycleSetting,
     LearningChange,
     LearningRun,
     TunableOverride,
     ValidatorConfig,
     tier_at,
 )
+from .replay import replay_start_tier, replay_thresholds, replay_validator_weight
 from .selectors import gate_configs
 from .services import tunable_set, validator_config_delete, validator_config_save
 from .validators.registry import VALIDATORS
@@ -112,7 +111,6 @@ TIER_MIN_SAMPLE = 20
 WILSON_Z = 1.96  # 95 %
 
 THRESHOLDS_SOURCE = "learning:thresholds"
-NOT_IMPLEMENTED = "not implemented yet"
 
 _STEPS = tuple(round(GRID * i, 1) for i in range(1, round(MAX_STEP / GRID) + 1))
 
@@ -158,27 +156,24 @@ class _Plan:
 # --- entry points -------------------------------------------------------------------------------
 
 
-def learning_cycle_run(*, kind: str, dry_run: bool = False, mode: str | None = None) -> LearningRun:
+def learning_cycle_run(
+    *, kind: str, dry_run: bool = False, mode: str | None = None, task_id: str = ""
+) -> LearningRun:
     """Run one learning cycle of ``kind``; returns its run (skipped if one of that kind is running).
 
-    ``mode="propose"`` records the changes without applying them. ``dry_run`` writes nothing: the
-    returned run is unsaved and its outcome lists the changes it would make.
+    ``mode="propose"`` records the changes without applying them; without a mode, the cycle's
+    ``CycleSetting`` says (as beat runs it). ``dry_run`` writes nothing: the
+    returned run is unsaved and its outcome lists the changes it would make. ``task_id`` is the
+    Celery task's id: a run left "running" by the same task was cut off by a lost worker, and the
+    redelivered task takes over.
     """
     if kind not in LearningRun.Kind.values:
         raise ValueError(f"unknown learning cycle {kind!r}; one of {', '.join(LearningRun.Kind)}")
-    mode = mode or LearningRun.Mode.APPLY
+    mode = mode or cycle_mode(kind)
     if mode not in LearningRun.Mode.values:
         raise ValueError(f"unknown mode {mode!r}; one of {', '.join(LearningRun.Mode)}")
 
-    planner = _PLANNERS.get(kind)
-    if planner is None:
-        run = LearningRun(kind=kind, mode=mode, status=LearningRun.Status.SKIPPED)
-        run.outcome = NOT_IMPLEMENTED
-        run.finished_at = timezone.now()
-        if not dry_run:
-            run.save()
-        return run
-
+    planner = _PLANNERS[kind]
     if dry_run:
         plan = planner()
         run = LearningRun(kind=kind, mode=mode, status=LearningRun.Status.SUCCEEDED)
@@ -187,25 +182,32 @@ def learning_cycle_run(*, kind: str, dry_run: bool = False, mode: str | None = N
         run.finished_at = timezone.now()
         return run
 
-    with _cycle_lock(kind) as acquired:
-        if not acquired:
-            return LearningRun.objects.create(
-                kind=kind,
-                mode=mode,
-                status=LearningRun.Status.SKIPPED,
-                outcome=f"another {kind} cycle is running",
-                finished_at=timezone.now(),
-            )
-        run = LearningRun.objects.create(kind=kind, mode=mode)
-        try:
-            _cycle(run=run, plan=planner())
-        except Exception as exc:
-            run.status = LearningRun.Status.FAILED
-            run.outcome = f"failed: {exc!r}"
-            run.finished_at = timezone.now()
-            run.save(update_fields=["status", "outcome", "finished_at"])
-            raise
-        return run
+    started = _run_start(kind=kind, mode=mode, task_id=task_id)
+    if started is None:
+        return LearningRun.objects.create(
+            kind=kind,
+            mode=mode,
+            status=LearningRun.Status.SKIPPED,
+            outcome=f"another {kind} cycle is running",
+            finished_at=timezone.now(),
+            task_id=task_id,
+        )
+    run = started
+    try:
+        _cycle(run=run, plan=planner())
+    except Exception as exc:
+        run.status = LearningRun.Status.FAILED
+        run.outcome = f"failed: {exc!r}"
+        run.finished_at = timezone.now()
+        run.save(update_fields=["status", "outcome", "finished_at"])
+        raise
+    return run
+
+
+def cycle_mode(kind: str) -> str:
+    """The mode an admin set for the cycle (apply when unset)."""
+    mode = CycleSetting.objects.filter(kind=kind).values_list("mode", flat=True).first()
+    return mode or LearningRun.Mode.APPLY
 
 
 @transaction.atomic
@@ -310,23 +312,31 @@ def learning_change_revert(*, change: LearningChange, actor: Any) -> LearningCha
 # --- the lock -----------------------------------------------------------------------------------
 
 
-def cycle_lock_key(kind: str) -> str:
-    return f"learning:cycle-lock:{kind}"
+def _run_start(*, kind: str, mode: str, task_id: str) -> LearningRun | None:
+    """Create the running run that holds the lock of ``kind`` (None: another run holds it).
 
-
-@contextmanager
-def _cycle_lock(kind: str) -> Iterator[bool]:
-    """One cycle of a kind at a time, across processes when the cache is Redis. The timeout
-    frees the lock of a worker that died mid-run."""
-    key, token = cycle_lock_key(kind), uuid.uuid4().hex
-    acquired = cache.add(key, token, LOCK_TIMEOUT_S)
+    The lock is the database's: at most one run of a kind is "running" (a partial unique
+    constraint), so it holds across every process and host sharing the database, with or without
+    Redis. A run still running after ``LOCK_TIMEOUT_S`` is taken for dead and failed.
+    """
+    now = timezone.now()
+    running = LearningRun.objects.filter(kind=kind, status=LearningRun.Status.RUNNING)
+    running.filter(started_at__lt=now - timedelta(seconds=LOCK_TIMEOUT_S)).update(
+        status=LearningRun.Status.FAILED,
+        outcome=f"abandoned: still running after {LOCK_TIMEOUT_S // 60} minutes",
+        finished_at=now,
+    )
+    if task_id:
+        running.filter(task_id=task_id).update(
+            status=LearningRun.Status.FAILED,
+            outcome="the worker running it was lost; the task was delivered again",
+            finished_at=now,
+        )
     try:
-        yield acquired
-    finally:
-        # Only our own lock: after a timeout another run may hold it (a small race remains
-        # between get and delete; the timeout is far longer than a run).
-        if acquired and cache.get(key) == token:
-            cache.delete(key)
+        with transaction.atomic():
+            return LearningRun.objects.create(kind=kind, mode=mode, task_id=task_id)
+    except IntegrityError:
+        return None
 
 
 # --- the thresholds cycle -------------------------------------------------------------------------
@@ -542,6 +552,13 @@ def _task_proposals(
     proposals = []
     if abs(new_approve - approve_at) > 1e-9:
         rate = _rate([v for v in verdicts if v[0] >= new_approve])
+        replay = replay_thresholds(
+            task_type=task_type,
+            since=since,
+            gate=config,
+            review_below=review_below,
+            approve_at=new_approve,
+        )
         proposals.append(
             Proposal(
                 tunable="approve_at",
@@ -549,15 +566,27 @@ def _task_proposals(
                 before=approve_at,
                 before_overridden=("approve_at", task_type) in overrides,
                 after=new_approve,
-                evidence={**base, "approved_band_acceptance_after": rate},
+                evidence={
+                    **base,
+                    "approved_band_acceptance_after": rate,
+                    "replay": replay.as_dict(),
+                },
                 expected_effect=(
                     f"approved-band acceptance {_pct(band_rate)} -> {_pct(rate)} "
-                    f"on {len(band)} reviewed items (target {_pct(TARGET_ACCEPTANCE)})"
+                    f"on {len(band)} reviewed items (target {_pct(TARGET_ACCEPTANCE)}); "
+                    f"{replay.summary()}"
                 ),
             )
         )
     if abs(new_review - review_below) > 1e-9:
         new_load = load_at(new_review)
+        replay = replay_thresholds(
+            task_type=task_type,
+            since=since,
+            gate=config,
+            review_below=new_review,
+            approve_at=approve_at,
+        )
         proposals.append(
             Proposal(
                 tunable="review_below",
@@ -565,10 +594,10 @@ def _task_proposals(
                 before=review_below,
                 before_overridden=("review_below", task_type) in overrides,
                 after=new_review,
-                evidence={**base, "review_load_after": new_load},
+                evidence={**base, "review_load_after": new_load, "replay": replay.as_dict()},
                 expected_effect=(
                     f"review load {_pct(load)} -> {_pct(new_load)} of {load_at.total} answers "
-                    f"(target {_pct(TARGET_REVIEW_LOAD)})"
+                    f"(target {_pct(TARGET_REVIEW_LOAD)}); {replay.summary()}"
                 ),
             )
         )
@@ -691,6 +720,7 @@ def _validators_plan() -> _Plan:
                 continue
             sides = scores.setdefault(result["name"], ([], []))
             sides[0 if accepted else 1].append(float(score))
+    default, per_task = gate_configs()
     plan = _Plan()
     agreement: dict[str, dict[str, dict[str, Any]]] = {}
     plan.data_used = {
@@ -730,6 +760,14 @@ def _validators_plan() -> _Plan:
             if abs(new_weight - weight) < 1e-9:
                 continue
             verdict = "predicts the verdict" if score >= AUC_GOOD else "is near chance"
+            replay = replay_validator_weight(
+                task_type=task_type,
+                since=since,
+                gate=per_task.get(task_type, default),
+                validator=validator,
+                before=weight,
+                after=new_weight,
+            )
             plan.proposals.append(
                 Proposal(
                     tunable="",
@@ -738,9 +776,14 @@ def _validators_plan() -> _Plan:
                     before=weight,
                     before_overridden=own_row,
                     after=new_weight,
-                    evidence={**evidence, "created_row": not own_row},
+                    evidence={
+                        **evidence,
+                        "created_row": not own_row,
+                        "replay": replay.as_dict(),
+                    },
                     expected_effect=f"{summary}: it {verdict}"
-                    + (" (shadow from now on)" if new_weight == 0 else ""),
+                    + (" (shadow from now on)" if new_weight == 0 else "")
+                    + f"; {replay.summary()}",
                 )
             )
     return plan
@@ -854,14 +897,14 @@ def _assignments_plan() -> _Plan:
                 for tier, e in per_tier.items()
             )
         )
-        proposal = _assignment_proposal(task_type, per_tier, plan.notes)
+        proposal = _assignment_proposal(task_type, per_tier, plan.notes, since)
         if proposal is not None:
             plan.proposals.append(proposal)
     return plan
 
 
 def _assignment_proposal(
-    task_type: str, per_tier: dict[str, dict[str, Any]], notes: list[str]
+    task_type: str, per_tier: dict[str, dict[str, Any]], notes: list[str], since: Any
 ) -> Proposal | None:
     """One tier toward the cheapest tier meeting the target, if that is not the current one."""
     meets = [
@@ -897,6 +940,14 @@ def _assignment_proposal(
         if delta is None
         else f"cost per request {before_cost:.6f} -> {after_cost:.6f} USD ({delta:+.6f})"
     )
+    default, per_task = gate_configs()
+    replay = replay_start_tier(
+        task_type=task_type,
+        since=since,
+        gate=per_task.get(task_type, default),
+        tier_before=current,
+        tier_after=new,
+    )
     return Proposal(
         tunable="",
         kind=LearningChange.TargetKind.TASK_ROUTE,
@@ -911,8 +962,9 @@ def _assignment_proposal(
             "created_route": not own,
             "cost_change_usd": None if delta is None else round(delta, 8),
             "tiers": per_tier,
+            "replay": replay.as_dict(),
         },
-        expected_effect=f"move {direction} one tier: {reason}; {effect}",
+        expected_effect=f"move {direction} one tier: {reason}; {effect}; {replay.summary()}",
     )
 
 

@@ -128,12 +128,43 @@ class LearningRun(models.Model):
         help_text="What the cycle looked at, e.g. reviewed items per task.",
     )
     outcome = models.TextField(blank=True)
+    task_id = models.CharField(
+        max_length=64, blank=True, help_text="The Celery task that ran it (empty: run by hand)."
+    )
 
     class Meta:
         ordering = ["-started_at", "-id"]
+        constraints = [
+            # The lock of a cycle kind, in every process that shares the database.
+            models.UniqueConstraint(
+                fields=["kind"],
+                condition=models.Q(status="running"),
+                name="one_running_learning_cycle_per_kind",
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.kind} run {self.pk} ({self.status})"
+
+
+class CycleSetting(models.Model):
+    """How one learning cycle's runs go: applied at once, or proposed for an admin to apply."""
+
+    kind = models.CharField(max_length=16, choices=LearningRun.Kind.choices, unique=True)
+    mode = models.CharField(
+        max_length=16,
+        choices=LearningRun.Mode.choices,
+        default=LearningRun.Mode.APPLY,
+        help_text="Propose: the cycle's changes wait in the list of changes until applied.",
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["kind"]
+        verbose_name = "learning cycle"
+
+    def __str__(self) -> str:
+        return f"{self.kind} cycle ({self.mode})"
 
 
 class LearningChange(models.Model):

@@ -11,4 +11,4 @@ from .cycles import learning_cycle_run
 def run_learning_cycle(self: Task[[str], int], kind: str) -> int:
     """Run the learning cycle ``kind`` (a second one of the same kind is recorded as skipped);
     returns the run's id."""
-    return learning_cycle_run(kind=kind).pk
+    return learning_cycle_run(kind=kind, task_id=self.request.id or "").pk

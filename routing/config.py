@@ -1,16 +1,26 @@
 """The routing configuration as the hot path sees it: an immutable snapshot, cached per process.
 
-A snapshot is built from the database once and reused for every request until the config version in
-the shared state changes (an admin edit, an import, a learning cycle). Each process asks for the
-version at most every ``CONFIG_CHECK_INTERVAL_S`` seconds, so no request reads configuration from the
-database. See docs/adr/0006-config-caching.md.
+A snapshot is built from the database once and reused for every request until the config version
+changes (an admin edit, an import, a learning cycle). Each process asks for the version at most every
+``CONFIG_CHECK_INTERVAL_S`` seconds, so no request reads configuration from the database.
+
+The version lives in the shared state when Redis is configured. On the embedded defaults (no
+``REDIS_URL``) the shared state is per process, so the version is kept in a small file under
+``DATA_DIR`` instead, which every process on the host (gateway, Celery worker, commands) reads and
+writes. See docs/adr/0006-config-caching.md.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
 import re
+import tempfile
 import time
+import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
@@ -23,7 +33,72 @@ from learning.validators.base import ValidatorSetting
 from providers.base import Message, Target
 from providers.models import TIER_ORDER, FallbackChainEntry, ModelDeployment, Provider, Tier
 
+logger = logging.getLogger(__name__)
+
 CONFIG_VERSION_KEY = "routing:config_version"
+# Without Redis: the version file under settings.DATA_DIR, shared by every process on the host.
+CONFIG_VERSION_FILE = "routing-config.version"
+_WARN_EVERY_S = 60.0
+_last_file_warning = 0.0
+
+
+def _version_file() -> Path:
+    return Path(settings.DATA_DIR) / CONFIG_VERSION_FILE
+
+
+def _warn_file_error(action: str, exc: Exception) -> None:
+    global _last_file_warning
+    now = time.monotonic()
+    if now - _last_file_warning > _WARN_EVERY_S:
+        _last_file_warning = now
+        logger.warning(
+            "routing config version file: cannot %s %s: %s", action, _version_file(), exc
+        )
+
+
+def read_version_file() -> str:
+    """The host-wide config version: the file's token, "0" while it does not exist.
+
+    A read of a few bytes; cheap enough for the event loop once per check interval.
+    """
+    try:
+        return _version_file().read_text(encoding="ascii").strip() or "0"
+    except FileNotFoundError:
+        return "0"
+    except (OSError, UnicodeDecodeError) as exc:
+        # Unreadable: stay on one version (at worst one extra rebuild) rather than fail requests.
+        _warn_file_error("read", exc)
+        return "0"
+
+
+def bump_version_file() -> None:
+    """Give the host-wide config version a new value that no process has seen.
+
+    The value is a unique token rather than a counter (the version only has to change), written to a
+    temporary file and renamed over the old one: readers see the old or the new token, never a torn
+    write, and concurrent bumps need no lock (whichever rename lands last wins; both are new).
+    """
+    path = _version_file()
+    token = f"{time.time_ns()}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="ascii") as tmp_file:
+                tmp_file.write(token + "\n")
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+    except OSError as exc:
+        # The change is committed already; this process still reloads (the caller clears its cache).
+        _warn_file_error("write", exc)
+
+
+def _uses_version_file() -> bool:
+    """Without Redis configured, the shared state is per process: the version goes in the file."""
+    return not shared_state().redis_url
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,7 +305,10 @@ class SnapshotCache:
             and now - self._checked_at < settings.GATEWAY["CONFIG_CHECK_INTERVAL_S"]
         ):
             return snapshot
-        version = await shared_state().aget(CONFIG_VERSION_KEY) or "0"
+        if _uses_version_file():
+            version = read_version_file()
+        else:
+            version = await shared_state().aget(CONFIG_VERSION_KEY) or "0"
         self._checked_at = now
         if snapshot is not None and snapshot.version == version:
             return snapshot
@@ -253,5 +331,8 @@ async def current_snapshot() -> RoutingSnapshot:
 
 def routing_config_changed() -> None:
     """Tell every gateway process to reload its snapshot (call after a config write commits)."""
-    shared_state().incr(CONFIG_VERSION_KEY)
+    if _uses_version_file():
+        bump_version_file()
+    else:
+        shared_state().incr(CONFIG_VERSION_KEY)
     snapshot_cache.clear()

@@ -29,7 +29,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         default=[],
         metavar="NAME[:KNOB=VALUE,...]",
-        help=f"configure a model; repeatable. Knobs: {', '.join(KNOB_NAMES)}",
+        help=(
+            f"configure a model; repeatable. Knobs: {', '.join(KNOB_NAMES)}. wrong_rate (share "
+            "of plausibly wrong good answers) is a rate (0.1) or rates per topic, first topic "
+            "in the question wins, * otherwise: python:0.5/summarize:0.02/*:0.1"
+        ),
     )
     parser.add_argument(
         "--require-key", default=None, metavar="KEY", help="reject requests without this API key"

@@ -3,10 +3,15 @@
 Everything here is a pure function of its arguments: the same question with the same knobs always
 gives the same answer, so tests can assert on it. Token accounting is deliberately simple and
 predictable: input tokens are characters / 4 and output tokens are whitespace-separated words.
+
+Besides good and bad answers there are plausibly *wrong* ones: a good answer with one or two body
+sentences replaced by a confidently wrong statement. Automatic checks cannot tell them from good
+answers (same language, topic and length, no repetition or refusal); :func:`is_wrong` can.
 """
 
 from __future__ import annotations
 
+import itertools
 import re
 import zlib
 from collections.abc import Sequence
@@ -102,6 +107,42 @@ _GOOD: Final[dict[str, tuple[str, tuple[str, ...], str, str]]] = {
     for lang, (intro, body, joiner, fallback) in _GOOD_TEXT.items()
 }
 
+# Confidently wrong statements, per language: (stem, rest). The sentence is the stem followed by
+# the rest formatted with the topic. Stems carry the wrong claim and must never occur in a good
+# answer: each holds a word shorter than four letters (or a digit), so no topic can bring one in,
+# and they are plain ASCII without quotes, so they survive any JSON encoding of the answer.
+_WRONG: Final[dict[str, tuple[tuple[str, str], ...]]] = {
+    "en": (
+        ("The Sun orbits the Earth", " once a day, and {topic} follows exactly the same rule."),
+        ("The Moon is larger than the Earth", ", which explains most of what happens in {topic}."),
+        ("Two plus two equals five", ", and {topic} is built on exactly this rule."),
+        ("In 1503, Albert Einstein", " invented {topic}, and the method has not changed since."),
+    ),
+    "de": (
+        ("Die Sonne kreist um die Erde", ", und {topic} folgt genau derselben Regel."),
+        ("Der Mond ist schwerer als die Erde", ", was das meiste an {topic} erklärt."),
+        ("Zwei plus zwei ergibt drei", ", und {topic} beruht genau auf dieser Regel."),
+        ("Im Jahr 1503 hat Albert Einstein", " {topic} erfunden, und seitdem ist es unverändert."),
+    ),
+    "fr": (
+        ("Le Soleil tourne autour de la Terre", ", et {topic} suit exactement la même règle."),
+        ("La Lune est plus grande que la Terre", ", ce qui explique presque tout dans {topic}."),
+        ("Deux plus deux font cinq", ", et {topic} repose exactement sur cette règle."),
+        ("En 1503, Albert Einstein", " a inventé {topic}, et rien n'a changé depuis."),
+    ),
+    "es": (
+        ("El Sol gira alrededor de la Tierra", ", y {topic} sigue exactamente la misma regla."),
+        ("La Luna es mayor que la Tierra", ", lo que explica casi todo sobre {topic}."),
+        ("Dos y dos son cinco", ", y {topic} se basa exactamente en esta regla."),
+        ("En 1503, Albert Einstein", " creó {topic}, y desde entonces nada ha cambiado."),
+    ),
+}
+_WRONG_STEMS: Final = tuple(dict.fromkeys(stem for table in _WRONG.values() for stem, _ in table))
+# Shorter answers cannot hold a whole stem, so they cannot be wrong.
+WRONG_MIN_WORDS: Final = max(len(stem.split()) for stem in _WRONG_STEMS)
+# Where the wrong sentences go among the rotated body sentences (after the intro).
+_WRONG_SLOTS: Final = (0, 3)
+
 # Degenerate output: a refusal followed by a phrase stuck in a loop.
 _BAD: Final[dict[str, tuple[str, str]]] = {
     "en": ("I'm sorry, but I cannot help with that.", "the answer is"),
@@ -196,16 +237,18 @@ def _topic(question: str, language: str) -> str:
     return chosen[0] if len(chosen) == 1 else f"{chosen[0]} {joiner} {chosen[1]}"
 
 
-def _fit(sentences: Sequence[str], words: int, *, cycle: bool) -> str:
-    """Join sentences until ``words`` words are reached, then cut to exactly that many words."""
+def _fit(sentences: Sequence[str], words: int, *, cycle: bool, lead: Sequence[str] = ()) -> str:
+    """Join sentences until ``words`` words are reached, then cut to exactly that many words.
+
+    ``lead`` sentences come first, once; then ``sentences``, over and over when ``cycle``.
+    """
     parts: list[str] = []
     total = 0
-    index = 0
-    while total < words and (cycle or index < len(sentences)):
-        sentence = sentences[index % len(sentences)]
+    for sentence in itertools.chain(lead, itertools.cycle(sentences) if cycle else sentences):
+        if total >= words:
+            break
         parts.append(sentence)
         total += count_words(sentence)
-        index += 1
     text, cut = truncate_words(" ".join(parts), words)
     # A cut answer still ends like a sentence; the word count is unchanged.
     if cut and text and text[-1] not in ".!?":
@@ -213,13 +256,28 @@ def _fit(sentences: Sequence[str], words: int, *, cycle: bool) -> str:
     return text
 
 
-def _good_answer(question: str, language: str, words: int) -> str:
+def _good_answer(question: str, language: str, words: int, *, wrong: bool = False) -> str:
     intro, body, _, _ = _GOOD[language]
     topic = _topic(question, language)
     # Rotate the body by a stable hash so different questions read a little differently.
-    start = zlib.crc32(question.encode()) % len(body)
-    ordered = [intro, *body[start:], *body[:start]]
-    return _fit([s.format(topic=topic) for s in ordered], words, cycle=True)
+    digest = zlib.crc32(question.encode())
+    start = digest % len(body)
+    sentences = [s.format(topic=topic) for s in (*body[start:], *body[:start])]
+    good = [intro.format(topic=topic), *sentences]
+    if not wrong:
+        return _fit(good, words, cycle=True)
+    # The first round of sentences carries the wrong statements; long answers then go on like
+    # good ones, so they repeat themselves no more than good answers do.
+    table = _WRONG[language]
+    first = digest // len(body) % len(table)
+    lead = list(good)
+    for offset, slot in enumerate(_WRONG_SLOTS):
+        stem, rest = table[(first + offset) % len(table)]
+        lead[1 + slot] = stem + rest.format(topic=topic)
+    if count_words(good[0]) + count_words(table[first][0]) > words:
+        # Too short for the intro and the wrong claim: the answer opens with the claim instead.
+        del lead[0]
+    return _fit(good, words, cycle=True, lead=lead)
 
 
 def _bad_answer(language: str, words: int) -> str:
@@ -236,13 +294,18 @@ def build_answer(
     json_mode: str | None = None,
     words: int = DEFAULT_WORDS,
     reply: str | None = None,
+    wrong: bool = False,
 ) -> str:
     """Return the answer text for the last user message ``question``.
 
     ``reply`` wins over everything and is returned verbatim. Otherwise a ``words``-word answer is
     written in ``language``: on topic for ``quality="good"``, a refusal stuck in a loop for
-    ``"bad"``. ``json_mode="valid"`` wraps it as ``{"answer": ..., "language": ...}`` and
-    ``"broken"`` returns a truncated, unparsable prefix of that object.
+    ``"bad"``. ``wrong=True`` turns a good answer into a plausibly wrong one: the same length,
+    language and topic, with one body sentence (two in long answers) replaced by a confidently
+    wrong statement that :func:`is_wrong` detects; it needs at least :data:`WRONG_MIN_WORDS`
+    words, and bad answers stay bad. ``json_mode="valid"`` wraps the text as
+    ``{"answer": ..., "language": ...}`` and ``"broken"`` returns a truncated, unparsable prefix
+    of that object.
     """
     if reply is not None:
         return reply
@@ -250,7 +313,7 @@ def build_answer(
     if quality == "bad":
         text = _bad_answer(language, words)
     else:
-        text = _good_answer(question, language, words)
+        text = _good_answer(question, language, words, wrong=wrong)
     if json_mode is None:
         return text
     encoded = orjson.dumps({"answer": text, "language": language}).decode()
@@ -258,3 +321,12 @@ def build_answer(
         # Any proper prefix of a JSON object is invalid: it lacks at least the closing brace.
         return encoded[: len(encoded) * 2 // 3]
     return encoded
+
+
+def is_wrong(text: str) -> bool:
+    """Whether ``text`` holds one of the simulator's confidently wrong statements (any language).
+
+    Works on plain answers and on the JSON mode object alike: it looks for the statements' stems,
+    which never occur in good or bad answers.
+    """
+    return any(stem in text for stem in _WRONG_STEMS)

@@ -8,11 +8,13 @@ One process speaks four dialects side by side:
 * Gemini     ``POST /v1beta/models/{model}:generateContent`` and ``:streamGenerateContent``
   (SSE with ``?alt=sse``, otherwise a streamed JSON array), ``GET /v1beta/models``
 
-Behaviour is steered by *knobs* (latency, errors, broken streams, answer style...), set per model
-at start, through the control API under ``/_sim/``, or per request with a ``[[sim key=value]]``
-directive inside any message. Answers are deterministic. The module never imports Django so it
-can run standalone; it is the baseline the gateway is benchmarked against, so the request path
-avoids logging and per-request work that can be done once.
+Behaviour is steered by *knobs* (latency, errors, broken streams, answer style, a share of
+plausibly wrong answers...), set per model at start, through the control API under ``/_sim/``, or
+per request with a ``[[sim key=value]]`` directive inside any message. Answers are deterministic,
+except that ``wrong_rate`` draws per request whether a good answer is the wrong variant
+(``answers.is_wrong`` tells). The module never imports Django so it can run standalone; it is
+the baseline the gateway is benchmarked against, so the request path avoids logging and
+per-request work that can be done once.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import asyncio
 import hashlib
 import itertools
 import math
+import random
 import re
 import time
 import zlib
@@ -46,6 +49,7 @@ __all__ = [
     "parse_model_spec",
     "run",
     "start_in_background",
+    "wrong_rate_for",
 ]
 
 PROTOCOLS: Final = ("openai", "ollama", "anthropic", "gemini")
@@ -73,6 +77,9 @@ class Knobs:
     reset_after_chunks: int | None = None
     malformed: bool = False
     quality: str = "good"
+    # (topic, rate) pairs: the probability that a good answer is plausibly wrong, by the first
+    # topic the question contains; "*" is the fallback. Empty: never wrong.
+    wrong_rate: tuple[tuple[str, float], ...] = ()
     language: str = "en"
     json: str | None = None
     reply: str | None = None
@@ -130,6 +137,70 @@ def _as_seconds(name: str, value: object) -> str:
     return str(int(seconds)) if seconds.is_integer() else str(seconds)
 
 
+def _as_rate(name: str, value: object) -> float:
+    problem = f"{name} rates must be numbers from 0 to 1, got {value!r}"
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise KnobError(problem)
+    try:
+        rate = float(value)
+    except ValueError:
+        raise KnobError(problem) from None
+    if not 0 <= rate <= 1:  # also rejects NaN
+        raise KnobError(f"{name} rate is out of range (0 to 1): {value!r}")
+    return rate
+
+
+def _as_rates(name: str, value: object) -> tuple[tuple[str, float], ...]:
+    """A rate (``0.1``) or rates per topic: a mapping, (topic, rate) pairs, or the text form
+    ``python:0.5/summarize:0.02/*:0.1``. Topics are kept in order, lower-cased."""
+    pairs: list[tuple[object, object]]
+    if isinstance(value, str) and ":" in value:
+        pairs = []
+        for item in value.split("/"):
+            word, sep, number = item.partition(":")
+            if not sep:
+                raise KnobError(
+                    f"bad {name} item {item!r} in {value!r}: expected topic:rate "
+                    "(e.g. python:0.5/*:0.1)"
+                )
+            pairs.append((word, number))
+    elif isinstance(value, int | float | str):
+        return (("*", _as_rate(name, value)),)
+    elif isinstance(value, Mapping):
+        pairs = list(value.items())
+    elif isinstance(value, list | tuple) and all(
+        isinstance(pair, list | tuple) and len(pair) == 2 for pair in value
+    ):
+        pairs = [(topic, rate) for topic, rate in value]
+    else:
+        raise KnobError(
+            f"{name} must be a rate from 0 to 1 or rates per topic "
+            f"(e.g. {{'python': 0.5, '*': 0.1}} or python:0.5/*:0.1), got {value!r}"
+        )
+    rates: dict[str, float] = {}
+    for topic, rate in pairs:
+        key = topic.strip().lower() if isinstance(topic, str) else ""
+        if not key:
+            raise KnobError(f"{name} topics must be non-empty words, got {topic!r}")
+        if key in rates:
+            raise KnobError(f"{name} names the topic {key!r} twice")
+        rates[key] = _as_rate(name, rate)
+    return tuple(rates.items())
+
+
+def wrong_rate_for(rates: Iterable[tuple[str, float]], question: str) -> float:
+    """The ``wrong_rate`` for ``question``: the first topic it contains (ignoring case) wins,
+    then ``*``; no match gives 0."""
+    lowered = question.lower()
+    fallback = 0.0
+    for topic, rate in rates:
+        if topic == "*":
+            fallback = rate
+        elif topic in lowered:
+            return rate
+    return fallback
+
+
 def _convert(name: str, value: object, *, decode: bool) -> object:
     """Validate one knob and convert it to its typed value."""
     if name in ("latency_ms", "ttft_ms", "token_interval_ms", "fail_times", "reset_after_chunks"):
@@ -144,6 +215,8 @@ def _convert(name: str, value: object, *, decode: bool) -> object:
         return _as_bool(name, value)
     if name == "quality":
         return _as_choice(name, value, answers.QUALITIES)
+    if name == "wrong_rate":
+        return _as_rates(name, value)
     if name == "language":
         return _as_choice(name, value, answers.LANGUAGES)
     if name == "json":
@@ -762,6 +835,14 @@ def _make_knobs(config: Mapping[str, object]) -> Knobs:
     return Knobs(**config)  # type: ignore[arg-type]
 
 
+def _public(config: Mapping[str, object]) -> dict[str, object]:
+    """A model config for the control API: ``wrong_rate`` pairs shown as a JSON object."""
+    rates = config.get("wrong_rate")
+    if not isinstance(rates, tuple):
+        return dict(config)
+    return {**config, "wrong_rate": dict(rates)}
+
+
 def _orjson_response(payload: object, status: int = 200) -> web.Response:
     return web.Response(status=status, body=orjson.dumps(payload), content_type="application/json")
 
@@ -788,6 +869,7 @@ class Simulator:
         self._knobs: dict[str, Knobs] = {k: _make_knobs(v) for k, v in self.configs.items()}
         self.failures: Counter[str] = Counter()
         self.calls: Counter[str] = Counter()
+        self.wrong: Counter[str] = Counter()  # plausibly wrong answers served, per model
         self.by_protocol: dict[str, int] = dict.fromkeys(PROTOCOLS, 0)
         self.seen: set[str] = set()
 
@@ -841,8 +923,13 @@ class Simulator:
         return status
 
     def stats(self) -> dict[str, object]:
-        """Calls per model and per protocol since start or the last reset."""
-        return {"calls": dict(self.calls), "by_protocol": dict(self.by_protocol)}
+        """Calls per model and per protocol, and wrong answers per model, since start or the
+        last reset."""
+        return {
+            "calls": dict(self.calls),
+            "by_protocol": dict(self.by_protocol),
+            "wrong": dict(self.wrong),
+        }
 
     # ---------------------------------------------------------------- the chat request path
 
@@ -894,6 +981,12 @@ class Simulator:
     ) -> Completion:
         question = next((text for role, text in reversed(messages) if role == "user"), "")
         json_mode = knobs.json or ("valid" if chat.json_requested else None)
+        wrong = (
+            bool(knobs.wrong_rate)
+            and knobs.quality == "good"
+            and knobs.reply is None
+            and random.random() < wrong_rate_for(knobs.wrong_rate, question)
+        )
         text = answers.build_answer(
             question,
             quality=knobs.quality,
@@ -901,6 +994,7 @@ class Simulator:
             json_mode=json_mode,
             words=knobs.words,
             reply=knobs.reply,
+            wrong=wrong,
         )
         finish = "stop"
         text, stop_sequence = answers.apply_stop(text, chat.stops)
@@ -910,6 +1004,8 @@ class Simulator:
             text, cut = answers.truncate_words(text, chat.max_tokens)
             if cut:
                 finish, stop_sequence = "length", None
+        if wrong and answers.is_wrong(text):  # not when cut before the wrong statement
+            self.wrong[chat.model] += 1
         output_tokens = answers.count_words(text)
         planned_ms = knobs.latency_ms
         if chat.stream:
@@ -1098,7 +1194,7 @@ async def _control_put_model(request: web.Request) -> web.Response:
         config = _sim(request).configure(name, raw)
     except (orjson.JSONDecodeError, KnobError) as exc:
         return _orjson_response({"error": str(exc)}, status=400)
-    return _orjson_response({"model": name, "knobs": config})
+    return _orjson_response({"model": name, "knobs": _public(config)})
 
 
 async def _control_delete_model(request: web.Request) -> web.Response:
@@ -1107,7 +1203,8 @@ async def _control_delete_model(request: web.Request) -> web.Response:
 
 
 async def _control_list_models(request: web.Request) -> web.Response:
-    return _orjson_response({"models": _sim(request).configs, "knobs": list(KNOB_NAMES)})
+    configs = {name: _public(config) for name, config in _sim(request).configs.items()}
+    return _orjson_response({"models": configs, "knobs": list(KNOB_NAMES)})
 
 
 async def _control_reset(request: web.Request) -> web.Response:

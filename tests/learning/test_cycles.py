@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 from io import StringIO
 from pathlib import Path
+from typing import Any
 
 import pytest
 from django.conf import settings
@@ -222,6 +223,43 @@ def test_the_lock_skips_a_concurrent_run(monkeypatch):
 
 
 @pytest.mark.django_db
+def test_a_run_of_a_lost_worker_is_taken_over_by_the_redelivered_task():
+    """A run left "running" by the same Celery task (its worker died) does not block the task
+    delivered again: it is failed as lost and the new run goes ahead."""
+    rejected_approvals()
+    lost = LearningRun.objects.create(kind="thresholds", task_id="task-1")
+    other = learning_cycle_run(kind="thresholds", task_id="task-2")
+    assert (other.status, other.outcome) == ("skipped", "another thresholds cycle is running")
+    run = learning_cycle_run(kind="thresholds", task_id="task-1")
+    assert run.status == "succeeded" and run.changes.count() == 1
+    lost.refresh_from_db()
+    assert lost.status == "failed" and "worker running it was lost" in lost.outcome
+
+
+@pytest.mark.django_db
+def test_a_run_older_than_the_lock_timeout_is_failed_as_abandoned():
+    rejected_approvals()
+    stale = LearningRun.objects.create(kind="thresholds")
+    LearningRun.objects.filter(pk=stale.pk).update(
+        started_at=timezone.now() - timedelta(seconds=cycles.LOCK_TIMEOUT_S + 1)
+    )
+    assert learning_cycle_run(kind="thresholds").status == "succeeded"
+    stale.refresh_from_db()
+    assert stale.status == "failed" and stale.outcome.startswith("abandoned")
+
+
+@pytest.mark.django_db
+def test_one_running_run_per_kind_is_a_database_constraint():
+    """The lock holds across processes because the database enforces it, not a process cache."""
+    from django.db import IntegrityError, transaction
+
+    LearningRun.objects.create(kind="validators")
+    with pytest.raises(IntegrityError), transaction.atomic():
+        LearningRun.objects.create(kind="validators")
+    LearningRun.objects.create(kind="thresholds")  # other kinds are not blocked
+
+
+@pytest.mark.django_db
 def test_drift_over_half_a_point_in_a_day_alerts(caplog):
     """A second move in 24 h taking a threshold more than 0.5 from where it was logs an alert."""
     rejected_approvals()
@@ -268,12 +306,7 @@ def _user() -> User:
 # --- end to end: a real Celery worker on Redis runs the task --------------------------------------
 
 
-@pytest.fixture
-def worker_queue(django_db_setup, django_db_blocker) -> Iterator[str]:
-    """A Celery worker process on the test database and Redis, on a queue of its own."""
-    if not settings.REDIS_URL:
-        pytest.skip("needs REDIS_URL (a broker and cache shared with the worker)")
-    queue = f"learning-test-{uuid.uuid4().hex[:10]}"
+def _start_worker(queue: str, pool: str) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
         "DATABASE_URL": worker_database_url(),
@@ -281,19 +314,32 @@ def worker_queue(django_db_setup, django_db_blocker) -> Iterator[str]:
         "GATEWAY_DATA_DIR": str(settings.DATA_DIR),
         "LOG_LEVEL": "WARNING",
     }
-    process = subprocess.Popen(
+    return subprocess.Popen(
         [str(Path(sys.executable).parent / "celery"), "-A", "gateway_project", "worker",
-         "--pool", "solo", "-c", "1", "-l", "warning", "-Q", queue,
+         "--pool", pool, "-c", "1", "-l", "warning", "-Q", queue,
          "--without-gossip", "--without-mingle", "--without-heartbeat"],
         cwd=ROOT, env=env,
     )  # fmt: skip
-    yield queue
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
     process.terminate()
     try:
         process.wait(timeout=15)
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+
+
+@pytest.fixture
+def worker_queue(django_db_setup, django_db_blocker) -> Iterator[str]:
+    """A Celery worker process on the test database and Redis, on a queue of its own."""
+    if not settings.REDIS_URL:
+        pytest.skip("needs REDIS_URL (a broker and cache shared with the worker)")
+    queue = f"learning-test-{uuid.uuid4().hex[:10]}"
+    process = _start_worker(queue, "solo")
+    yield queue
+    _stop(process)
 
 
 @pytest.mark.django_db(transaction=True)
@@ -341,3 +387,142 @@ def test_admin_lists_runs_and_applies_and_reverts_changes(client):
         change.refresh_from_db()
         assert (change.state, override("approve_at")) == (state, value)
     assert TunableChange.objects.filter(actor=admin).count() == 2
+
+
+def _children(pid: int) -> list[int]:
+    """The child processes of ``pid`` (from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _wait_for(predicate: Any, what: str, timeout: float = 45) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_cycle_survives_its_worker_killed_mid_task():
+    """Kill the worker process running a cycle: the task goes back to the queue (late ack,
+    rejected on worker loss), the next worker process takes over the lost run and finishes."""
+    import signal
+    import threading
+
+    from django.db import connection, transaction
+
+    if not settings.REDIS_URL or connection.vendor != "postgresql":
+        pytest.skip("needs PostgreSQL and Redis (a table lock holds the cycle mid-task)")
+    from learning.tasks import run_learning_cycle
+
+    rejected_approvals()
+    locked, release = threading.Event(), threading.Event()
+
+    def hold_review_table() -> None:
+        # The cycle reads the review items right after taking its lock: hold it there.
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("LOCK TABLE reviews_reviewitem IN ACCESS EXCLUSIVE MODE")
+            locked.set()
+            release.wait(60)
+        connection.close()
+
+    holder = threading.Thread(target=hold_review_table)
+    holder.start()
+    assert locked.wait(10)
+    queue = f"learning-test-{uuid.uuid4().hex[:10]}"
+    worker = _start_worker(queue, "prefork")
+    try:
+        run_learning_cycle.apply_async(args=("thresholds",), queue=queue)
+        first = _wait_for(
+            lambda: LearningRun.objects.filter(kind="thresholds", status="running").first(),
+            "the cycle to start",
+        )
+        (child,) = _wait_for(lambda: _children(worker.pid), "the pool process")
+        os.kill(child, signal.SIGKILL)
+        _wait_for(
+            lambda: LearningRun.objects.filter(kind="thresholds").exclude(pk=first.pk).exists(),
+            "the task delivered again",
+        )
+        release.set()
+        holder.join(10)
+        run = _wait_for(
+            lambda: LearningRun.objects.filter(kind="thresholds", status="succeeded").first(),
+            "the redelivered run to finish",
+        )
+    finally:
+        release.set()
+        holder.join(10)
+        _stop(worker)
+    first.refresh_from_db()
+    assert first.status == "failed" and "worker running it was lost" in first.outcome
+    assert run.task_id == first.task_id != ""
+    assert [(c.tunable, c.after) for c in run.changes.all()] == [("approve_at", 7.5)]
+
+
+@pytest.mark.django_db
+def test_a_cycle_set_to_propose_keeps_its_changes_pending(client):
+    """An admin switches the thresholds cycle to "propose" in the admin: beat's task (and the
+    command without a flag) then records changes without applying them."""
+    from django.urls import reverse
+
+    from learning.models import CycleSetting
+    from learning.tasks import run_learning_cycle
+
+    admin = User.objects.create_superuser(username="boss", password="pw")
+    client.force_login(admin)
+    changelist = reverse("admin:learning_cyclesetting_changelist")
+    page = client.get(changelist)
+    assert page.status_code == 200 and b"assignments" in page.content
+    settings_by_kind = {s.kind: s for s in CycleSetting.objects.all()}
+    assert set(settings_by_kind) == {"validators", "thresholds", "assignments"}
+    form = {"form-TOTAL_FORMS": "3", "form-INITIAL_FORMS": "3", "_save": "Save"}
+    for index, setting in enumerate(CycleSetting.objects.order_by("kind")):
+        form[f"form-{index}-id"] = str(setting.pk)
+        form[f"form-{index}-mode"] = "propose" if setting.kind == "thresholds" else "apply"
+    assert client.post(changelist, form).status_code == 302
+    rejected_approvals()
+    run = LearningRun.objects.get(pk=run_learning_cycle.apply(args=("thresholds",)).get())
+    assert run.mode == "propose"
+    assert [c.state for c in run.changes.all()] == ["proposed"]
+    assert override("approve_at") is None
+    change = run.changes.get()
+    page = client.get(reverse("admin:learning_learningchange_change", args=[change.pk]))
+    text = page.content.decode()
+    assert "Replay on recent traffic" in text and "approved by the gate" in text, text[
+        text.find("field-replay") :
+    ][:600]
+
+
+@pytest.mark.django_db
+def test_run_now_in_the_admin_runs_the_selected_cycles(client):
+    from django.urls import reverse
+
+    from learning.models import CycleSetting
+
+    admin = User.objects.create_superuser(username="boss", password="pw")
+    client.force_login(admin)
+    rejected_approvals()
+    selected = CycleSetting.objects.filter(kind__in=("thresholds", "assignments"))
+    response = client.post(
+        reverse("admin:learning_cyclesetting_changelist"),
+        {"action": "run_now", "_selected_action": [s.pk for s in selected]},
+        follow=True,
+    )
+    assert response.status_code == 200
+    assert sorted(LearningRun.objects.values_list("kind", "status")) == [
+        ("assignments", "succeeded"),
+        ("thresholds", "succeeded"),
+    ]
+    assert override("approve_at") == 7.5
+    shown = [str(m) for m in response.context["messages"]]
+    assert any("thresholds run" in m for m in shown), shown

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -25,11 +26,20 @@ _ROOT = str(Path(__file__).resolve().parents[2])
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
-from providers.simulator.answers import build_answer, count_words  # noqa: E402
+from providers.simulator.answers import (  # noqa: E402
+    DEFAULT_WORDS,
+    LANGUAGES,
+    WRONG_MIN_WORDS,
+    build_answer,
+    count_words,
+    is_wrong,
+)
 from providers.simulator.server import (  # noqa: E402
     KnobError,
+    parse_knobs,
     parse_model_spec,
     start_in_background,
+    wrong_rate_for,
 )
 
 QUESTION = "Please explain photosynthesis in green plants"
@@ -545,6 +555,317 @@ async def test_answers_are_deterministic(client: httpx.AsyncClient) -> None:
     assert "volcanoes" in other.json()["content"][0]["text"]
 
 
+# ------------------------------------------------------------------------ plausibly wrong answers
+
+WRONG_QUESTIONS = [
+    QUESTION,
+    "How do volcanoes erupt?",
+    "Erkläre bitte die Photosynthese",
+    "Comment fonctionne un moteur diesel ?",
+    "¿Qué es la fotosíntesis?",
+    "hi",
+]
+# Frequent short words, disjoint between the languages, to tell which language a text is in.
+MARKERS = {
+    "en": {"the", "and", "is", "of", "to", "that", "it", "a"},
+    "de": {"die", "der", "und", "ist", "das", "zu", "sich", "dass", "von", "ein", "hat"},
+    "fr": {"le", "et", "les", "des", "est", "qui", "une", "du", "au", "il"},
+    "es": {"el", "y", "los", "las", "es", "un", "una", "del", "se", "lo"},
+}
+
+
+def language_of(text: str) -> str:
+    words = re.findall(r"[^\W\d_]+", text.lower())
+    return max(MARKERS, key=lambda lang: sum(word in MARKERS[lang] for word in words))
+
+
+def repeated_share(text: str) -> float:
+    """Share of word trigrams that already occurred earlier in ``text``."""
+    words = re.findall(r"[^\W_]+", text.lower())
+    trigrams = [tuple(words[i : i + 3]) for i in range(len(words) - 2)]
+    return (len(trigrams) - len(set(trigrams))) / max(1, len(trigrams))
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_wrong_answers_look_good_but_are_wrong(language: str) -> None:
+    for question in WRONG_QUESTIONS:
+        for words in (DEFAULT_WORDS, 60, 100, 300):
+            good = build_answer(question, language=language, words=words)
+            wrong = build_answer(question, language=language, words=words, wrong=True)
+            assert wrong != good
+            assert is_wrong(wrong), wrong
+            assert not is_wrong(good), good
+            assert count_words(wrong) == count_words(good) == words
+            assert language_of(wrong) == language_of(good) == language
+            # On topic: it opens like the good answer (intro naming the topic).
+            assert wrong.split(".")[0] == good.split(".")[0]
+            # No loop: every sentence of a short answer is new, and long answers repeat
+            # themselves no more than good ones.
+            if words <= 100:
+                sentences = [s for s in re.split(r"(?<=[.!?])\s+", wrong) if s]
+                assert len(sentences) == len(set(sentences)), wrong
+            assert repeated_share(wrong) <= max(repeated_share(good), 0.1)
+            assert "sorry" not in wrong.lower() and "leid" not in wrong.lower()
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_is_wrong_is_false_for_good_and_bad_answers(language: str) -> None:
+    for question in WRONG_QUESTIONS:
+        for words in (1, 5, DEFAULT_WORDS, 100, 500):
+            for quality in ("good", "bad"):
+                for json_mode in (None, "valid", "broken"):
+                    text = build_answer(
+                        question,
+                        quality=quality,
+                        language=language,
+                        words=words,
+                        json_mode=json_mode,
+                    )
+                    assert not is_wrong(text), text
+        # Bad stays bad: ``wrong`` only changes good answers.
+        bad = build_answer(question, quality="bad", language=language)
+        assert build_answer(question, quality="bad", language=language, wrong=True) == bad
+        assert build_answer(question, reply="fixed", wrong=True) == "fixed"
+
+
+@pytest.mark.parametrize("language", LANGUAGES)
+def test_is_wrong_finds_the_statement_in_json_and_short_answers(language: str) -> None:
+    wrapped = build_answer(QUESTION, language=language, json_mode="valid", wrong=True)
+    parsed = json.loads(wrapped)
+    assert is_wrong(wrapped) and is_wrong(parsed["answer"])
+    assert is_wrong(json.dumps(parsed))  # ASCII-escaped JSON too
+    assert not is_wrong(build_answer(QUESTION, language=language, json_mode="valid"))
+    for words in range(WRONG_MIN_WORDS, 40):
+        for question in WRONG_QUESTIONS:
+            text = build_answer(question, language=language, words=words, wrong=True)
+            assert is_wrong(text) and count_words(text) == words, (words, text)
+    # Deterministic and cached like the other answers.
+    assert build_answer(QUESTION, language=language, wrong=True) is build_answer(
+        QUESTION, language=language, wrong=True
+    )
+
+
+def test_wrong_rate_parsing() -> None:
+    assert parse_knobs({"wrong_rate": 0.1}) == {"wrong_rate": (("*", 0.1),)}
+    assert parse_knobs({"wrong_rate": 1}) == {"wrong_rate": (("*", 1.0),)}
+    assert parse_knobs({"wrong_rate": "0.25"}) == {"wrong_rate": (("*", 0.25),)}
+    rates = (("python", 0.5), ("summarize", 0.02), ("*", 0.1))
+    assert parse_knobs({"wrong_rate": {"Python": 0.5, "summarize": 0.02, "*": 0.1}}) == {
+        "wrong_rate": rates
+    }
+    assert parse_knobs({"wrong_rate": "python:0.5/summarize:0.02/*:0.1"}) == {"wrong_rate": rates}
+    # Typed values go through again unchanged (start-up configs are validated twice).
+    assert parse_knobs(parse_knobs({"wrong_rate": rates})) == {"wrong_rate": rates}
+    assert parse_knobs({"wrong_rate": {}}) == {"wrong_rate": ()}
+
+    name, knobs = parse_model_spec(
+        "llama3.2:1b:wrong_rate=python:0.5/summarize:0.02/*:0.1,words=40"
+    )
+    assert name == "llama3.2:1b"
+    assert knobs == {"wrong_rate": rates, "words": 40}
+    assert parse_model_spec("m:wrong_rate=0.3")[1] == {"wrong_rate": (("*", 0.3),)}
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (1.5, "out of range"),
+        (-0.1, "out of range"),
+        ("nan", "out of range"),
+        ("often", "numbers from 0 to 1"),
+        (True, "numbers from 0 to 1"),
+        ("python:lots", "numbers from 0 to 1"),
+        ("python:2", "out of range"),
+        ("python:0.5/", "expected topic:rate"),
+        ("python:0.5/*", "expected topic:rate"),
+        (":0.5", "non-empty"),
+        ("python:0.5/PYTHON:0.1", "twice"),
+        ({"python": 2}, "out of range"),
+        ({"python": None}, "numbers from 0 to 1"),
+        ({"": 0.1}, "non-empty"),
+        ([1, 2, 3], "rates per topic"),
+        (None, "rates per topic"),
+    ],
+)
+def test_wrong_rate_rejects_bad_values(value: object, message: str) -> None:
+    with pytest.raises(KnobError, match="wrong_rate") as caught:
+        parse_knobs({"wrong_rate": value})
+    assert message in str(caught.value)
+
+
+def test_wrong_rate_for_topics() -> None:
+    rates = (("python", 0.5), ("summarize", 0.02), ("*", 0.1))
+    assert wrong_rate_for(rates, "Explain PYTHON decorators") == 0.5
+    assert wrong_rate_for(rates, "Please summarize this python code") == 0.5  # first one wins
+    assert wrong_rate_for(rates, "Summarize the news") == 0.02
+    assert wrong_rate_for(rates, "What is a volcano?") == 0.1  # the fallback
+    assert wrong_rate_for((("*", 0.1), ("python", 0.5)), "python") == 0.5  # "*" only as fallback
+    assert wrong_rate_for((("python", 0.5),), "What is a volcano?") == 0.0  # no match, no "*"
+    assert wrong_rate_for((), "python") == 0.0
+
+
+PROTOCOL_MODELS = {
+    "openai": "gpt-4o-mini",
+    "ollama": "llama3.2:1b",
+    "anthropic": "claude-3-5-haiku",
+    "gemini": "gemini-2.0-flash",
+}
+
+
+async def answer_of(client: httpx.AsyncClient, protocol: str, text: str, *, stream: bool) -> str:
+    """The answer text of one request in ``protocol``, streamed or not."""
+    if protocol == "gemini":
+        if stream:
+            response = await client.post(
+                GEMINI_STREAM_PATH, params={"alt": "sse"}, json=gemini_body(text)
+            )
+            chunks = [json.loads(data) for _, data in sse_events(response.text)]
+            return "".join(c["candidates"][0]["content"]["parts"][0]["text"] for c in chunks)
+        body = (await client.post(GEMINI_PATH, json=gemini_body(text))).json()
+        return str(body["candidates"][0]["content"]["parts"][0]["text"])
+    path, body = request_for(protocol, text, stream=stream)
+    response = await client.post(path, json=body)
+    assert response.status_code == 200, response.text
+    if protocol == "openai":
+        if stream:
+            chunks = [json.loads(d) for _, d in sse_events(response.text)[:-1]]
+            return "".join(c["choices"][0]["delta"].get("content", "") for c in chunks)
+        return str(response.json()["choices"][0]["message"]["content"])
+    if protocol == "ollama":
+        if stream:
+            lines = [json.loads(line) for line in response.text.splitlines()]
+            return "".join(line["message"]["content"] for line in lines)
+        return str(response.json()["message"]["content"])
+    if stream:
+        payloads = [json.loads(data) for _, data in sse_events(response.text)]
+        return "".join(p["delta"]["text"] for p in payloads if p["type"] == "content_block_delta")
+    return str(response.json()["content"][0]["text"])
+
+
+@pytest.mark.asyncio
+async def test_wrong_rate_per_topic_in_every_protocol(client: httpx.AsyncClient) -> None:
+    rates = {"python": 1, "summarize": 0, "*": 1}
+    for model in PROTOCOL_MODELS.values():
+        put = await client.put(f"/_sim/models/{model}", json={"wrong_rate": rates})
+        assert put.status_code == 200
+        assert put.json() == {
+            "model": model,
+            "knobs": {"wrong_rate": {"python": 1.0, "summarize": 0.0, "*": 1.0}},
+        }
+    listed = (await client.get("/_sim/models")).json()
+    assert listed["models"]["gpt-4o-mini"] == {
+        "wrong_rate": {"python": 1.0, "summarize": 0.0, "*": 1.0}
+    }
+    assert "wrong_rate" in listed["knobs"]
+
+    python, summary, other = "Explain Python generators", "Summarize the news please", QUESTION
+    for protocol in PROTOCOL_MODELS:
+        for stream in (False, True):
+            wrong = await answer_of(client, protocol, python, stream=stream)
+            assert is_wrong(wrong), (protocol, stream, wrong)
+            assert wrong == build_answer(python, wrong=True)
+            summarized = await answer_of(client, protocol, summary, stream=stream)
+            assert summarized == build_answer(summary) and not is_wrong(summarized)
+            assert is_wrong(await answer_of(client, protocol, other, stream=stream))
+
+    stats = (await client.get("/_sim/stats")).json()
+    assert stats["wrong"] == {model: 4 for model in PROTOCOL_MODELS.values()}
+    assert stats["calls"] == {model: 6 for model in PROTOCOL_MODELS.values()}
+    await client.post("/_sim/reset")
+    assert (await client.get("/_sim/stats")).json()["wrong"] == {}
+
+
+@pytest.mark.asyncio
+async def test_wrong_rate_as_a_single_rate(client: httpx.AsyncClient) -> None:
+    put = await client.put("/_sim/models/always", json={"wrong_rate": 1.0, "language": "de"})
+    assert put.json()["knobs"] == {"wrong_rate": {"*": 1.0}, "language": "de"}
+    await client.put("/_sim/models/never", json={"wrong_rate": 0})
+    question = "Erkläre bitte die Photosynthese"
+    body: dict[str, Any]
+    for _ in range(5):
+        body = {"model": "always", "messages": user(question)}
+        text = (await client.post(OPENAI_PATH, json=body)).json()["choices"][0]["message"][
+            "content"
+        ]
+        assert is_wrong(text) and language_of(text) == "de"
+        assert text == build_answer(question, language="de", wrong=True)
+        body = {"model": "never", "messages": user(question)}
+        text = (await client.post(OPENAI_PATH, json=body)).json()["choices"][0]["message"][
+            "content"
+        ]
+        assert not is_wrong(text) and text == build_answer(question)
+    # Quality bad stays bad, and a fixed reply stays as it is.
+    body = {"model": "always", "messages": user(question + " [[sim quality=bad]]")}
+    text = (await client.post(OPENAI_PATH, json=body)).json()["choices"][0]["message"]["content"]
+    assert text == build_answer(question, quality="bad", language="de")
+    body = {"model": "always", "messages": user("hi [[sim reply=fixed]]")}
+    text = (await client.post(OPENAI_PATH, json=body)).json()["choices"][0]["message"]["content"]
+    assert text == "fixed"
+    # Cut before the wrong statement: served, but not counted as wrong.
+    body = {"model": "always", "messages": user(question), "max_tokens": 3}
+    text = (await client.post(OPENAI_PATH, json=body)).json()["choices"][0]["message"]["content"]
+    assert not is_wrong(text)
+    assert (await client.get("/_sim/stats")).json()["wrong"] == {"always": 5}
+
+
+@pytest.mark.asyncio
+async def test_wrong_rate_directive(client: httpx.AsyncClient) -> None:
+    wrong = await answer_of(client, "anthropic", QUESTION + " [[sim wrong_rate=1]]", stream=True)
+    assert is_wrong(wrong) and wrong == build_answer(QUESTION, wrong=True)
+    text = QUESTION + " [[sim wrong_rate=python:1/plants:0/*:1 language=fr]]"
+    answer = await answer_of(client, "openai", text, stream=False)
+    assert answer == build_answer(QUESTION, language="fr") and not is_wrong(answer)
+    text = "Explain python [[sim wrong_rate=python:1/plants:0 json=valid]]"
+    answer = await answer_of(client, "gemini", text, stream=False)
+    assert is_wrong(answer) and is_wrong(json.loads(answer)["answer"])
+    # A directive overrides the model's rate for one request.
+    await client.put("/_sim/models/gpt-4o-mini", json={"wrong_rate": 1})
+    answer = await answer_of(client, "openai", QUESTION + " [[sim wrong_rate=0]]", stream=False)
+    assert not is_wrong(answer)
+
+
+@pytest.mark.asyncio
+async def test_wrong_rate_draws_per_request(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    draws = iter([0.29, 0.3, 0.99, 0.0])
+    monkeypatch.setattr("providers.simulator.server.random.random", lambda: next(draws))
+    await client.put("/_sim/models/gpt-4o-mini", json={"wrong_rate": "0.3"})
+    found = [is_wrong(await answer_of(client, "openai", QUESTION, stream=False)) for _ in range(4)]
+    assert found == [True, False, False, True]
+
+
+@pytest.mark.asyncio
+async def test_wrong_rate_bad_values_are_rejected(client: httpx.AsyncClient) -> None:
+    bad = await client.put("/_sim/models/m", json={"wrong_rate": 2})
+    assert bad.status_code == 400
+    assert bad.json() == {"error": "wrong_rate rate is out of range (0 to 1): 2"}
+    bad = await client.put("/_sim/models/m", json={"wrong_rate": {"python": "often"}})
+    assert bad.status_code == 400 and "wrong_rate" in bad.json()["error"]
+    response = await client.post(
+        OPENAI_PATH, json=openai_body("hi [[sim wrong_rate=python:0.5,*:0.1]]")
+    )
+    assert response.status_code == 400
+    assert "wrong_rate" in response.json()["error"]["message"]
+    with pytest.raises(KnobError, match="expected topic:rate"):
+        parse_model_spec("m:wrong_rate=python:0.5/summarize")
+
+
+@pytest.mark.asyncio
+async def test_startup_wrong_rate_from_a_model_spec() -> None:
+    name, knobs = parse_model_spec("spec-model:wrong_rate=volcano:1/*:0")
+    runner, port = await start_in_background(models={name: knobs})
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as http:
+            for question, expected in (("Tell me about a volcano", True), (QUESTION, False)):
+                body = {"model": name, "messages": user(question), "stream": False}
+                text = (await http.post("/api/chat", json=body)).json()["message"]["content"]
+                assert is_wrong(text) is expected
+            assert (await http.get("/_sim/stats")).json()["wrong"] == {name: 1}
+    finally:
+        await runner.cleanup()
+
+
 # ------------------------------------------------------------------------------- control API
 
 
@@ -577,6 +898,7 @@ async def test_control_api_and_stats(client: httpx.AsyncClient) -> None:
     assert stats == {
         "calls": {"m": 3, "gemini-2.0-flash": 1},
         "by_protocol": {"openai": 2, "ollama": 1, "anthropic": 0, "gemini": 1},
+        "wrong": {},
     }
 
     deleted = await client.delete("/_sim/models/m")

@@ -16,15 +16,22 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("kind", choices=LearningRun.Kind.values)
         parser.add_argument("--dry-run", action="store_true", help="Compute only; write nothing.")
-        parser.add_argument(
+        mode = parser.add_mutually_exclusive_group()
+        mode.add_argument(
             "--propose", action="store_true", help="Record the changes as proposed, unapplied."
         )
+        mode.add_argument("--apply", action="store_true", help="Apply the changes.")
 
     def handle(self, *args: Any, **options: Any) -> None:
         run = learning_cycle_run(
             kind=options["kind"],
             dry_run=options["dry_run"],
-            mode=LearningRun.Mode.PROPOSE if options["propose"] else LearningRun.Mode.APPLY,
+            # Without a flag, the cycle's own mode (as beat runs it).
+            mode=LearningRun.Mode.PROPOSE
+            if options["propose"]
+            else LearningRun.Mode.APPLY
+            if options["apply"]
+            else None,
         )
         label = f"run {run.pk}" if run.pk else "dry run"
         self.stdout.write(f"{run.kind} {label}: {run.status} ({run.mode})")
