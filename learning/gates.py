@@ -33,6 +33,7 @@ class GateConfig:
     sample_warning: float = TUNABLES["sample_warning"].default
     sample_approved: float = TUNABLES["sample_approved"].default
     exploration_share: float = TUNABLES["exploration_share"].default
+    sample_explored: float = TUNABLES["sample_explored"].default
 
     @classmethod
     def from_overrides(cls, *layers: dict[str, float]) -> GateConfig:
@@ -49,10 +50,14 @@ class GateConfig:
             return APPROVED
         return WARNING
 
-    def review_reason(self, status: str) -> str:
-        """Why the answer goes to the review queue ("" when it does not)."""
+    def review_reason(self, status: str, *, explored: bool = False) -> str:
+        """Why the answer goes to the review queue ("" when it does not). An answer from an
+        exploration tier is sampled at ``sample_explored``: those reviews are the evidence the
+        assignments cycle needs about that tier."""
         if status == PENDING_REVIEW:
             return "low_confidence"
+        if explored and self.sample_explored > 0 and random.random() < self.sample_explored:
+            return "explored"
         rate = self.sample_warning if status == WARNING else self.sample_approved
         return "sampled" if rate > 0 and random.random() < rate else ""
 

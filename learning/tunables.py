@@ -73,6 +73,14 @@ TUNABLES: dict[str, Tunable] = {
             0.5,
         ),
         Tunable(
+            "sample_explored",
+            0.5,
+            "Share of the answers of exploration traffic sent to review: the evidence the "
+            "assignments cycle needs about the neighbouring tiers.",
+            0,
+            1,
+        ),
+        Tunable(
             "sample_approved",
             0.02,
             "Share of approved answers also sent to review (audit sampling).",

@@ -24,6 +24,7 @@ class ReviewItem(models.Model):
     class Reason(models.TextChoices):
         LOW_CONFIDENCE = "low_confidence", "Low confidence"
         SAMPLED = "sampled", "Sampled"
+        EXPLORED = "explored", "Exploration sample"
 
     class Status(models.TextChoices):
         PENDING = "pending", "Pending"

@@ -246,7 +246,7 @@ async def completion_run(job: CompletionJob) -> Outcome:
         tokens_in=tokens_in,
         tokens_out=tokens_out,
         escalations=escalations,
-        review_reason=gate.review_reason(status),
+        review_reason=gate.review_reason(status, explored="exploration" in job.metadata),
     )
 
 
@@ -293,7 +293,7 @@ def stream_outcome(
         tokens_in=usage.input_tokens,
         tokens_out=usage.output_tokens,
         escalations=0,
-        review_reason=gate.review_reason(status),
+        review_reason=gate.review_reason(status, explored="exploration" in job.metadata),
     )
 
 

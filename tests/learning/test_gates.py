@@ -187,6 +187,7 @@ def test_exploration_starts_some_requests_on_a_neighbouring_tier(client, gateway
     TaskRoute.objects.create(task_type="explore", start_tier="medium")
     TaskRoute.objects.create(task_type="stay", start_tier="medium")
     tunable_set(name="exploration_share", task_type="explore", value=0.5)
+    tunable_set(name="sample_explored", task_type="explore", value=1)
     tunable_set(name="exploration_share", task_type="stay", value=0)
     routing_config_changed()
     tiers = set()
@@ -202,6 +203,14 @@ def test_exploration_starts_some_requests_on_a_neighbouring_tier(client, gateway
         gateway.flush_audit()
         explored = AuditRecord.objects.filter(metadata__has_key="exploration")
     assert explored.exists()
+    # sample_explored is 1 for "explore": every explored answer is in the review queue.
+    from reviews.models import ReviewItem
+
+    explored_ids = set(explored.values_list("request_id", flat=True))
+    queued = set(
+        ReviewItem.objects.filter(reason="explored").values_list("audit_record_id", flat=True)
+    )
+    assert queued == explored_ids
     assert {
         client.post("/v1/completion", json={"input": "x y", "task_type": "stay"}).json()["tier"]
         for _ in range(10)
