@@ -208,7 +208,9 @@ def test_exploration_starts_some_requests_on_a_neighbouring_tier(client, gateway
 
     explored_ids = set(explored.values_list("request_id", flat=True))
     queued = set(
-        ReviewItem.objects.filter(reason="explored").values_list("audit_record_id", flat=True)
+        ReviewItem.objects.filter(reason="explored").values_list(
+            "audit_record__request_id", flat=True
+        )
     )
     assert queued == explored_ids
     assert {
