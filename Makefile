@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint bench bench-compare clean
+.PHONY: install run test lint bench bench-compare learning-bench clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ bench: install
 
 bench-compare: install
 	$(BIN)/python bench/run.py --compare-litellm
+
+## Learning benchmark: rounds of traffic, synthetic reviews and learning cycles, against always-large/fast.
+learning-bench: install
+	$(BIN)/python bench/learning_bench.py
 
 clean:
 	rm -rf var .bench
