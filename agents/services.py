@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
+import time
+from collections.abc import Iterable
+from datetime import date, datetime
+from decimal import Decimal
 
+import httpx
+import orjson
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from .models import Agent, ApiKey
+from .models import Agent, ApiKey, Budget, BudgetAlert
+
+logger = logging.getLogger(__name__)
 
 KEY_PREFIX = "gwk-"
 
@@ -19,18 +29,129 @@ def api_key_hash(raw_key: str) -> str:
 
 
 @transaction.atomic
-def api_key_create(*, agent_name: str, label: str = "") -> tuple[ApiKey, str]:
+def api_key_create(
+    *, agent_name: str, label: str = "", expires_at: datetime | None = None
+) -> tuple[ApiKey, str]:
     """Create a key for the agent (created if new); returns the record and the raw key, once."""
     agent, _ = Agent.objects.get_or_create(name=agent_name)
     raw_key = KEY_PREFIX + secrets.token_urlsafe(32)
     key = ApiKey.objects.create(
-        agent=agent, label=label, prefix=raw_key[:12], key_hash=api_key_hash(raw_key)
+        agent=agent,
+        label=label,
+        prefix=raw_key[:12],
+        key_hash=api_key_hash(raw_key),
+        expires_at=expires_at,
     )
     return key, raw_key
 
 
 def api_key_revoke(*, key: ApiKey) -> None:
-    """Revoke a key; processes stop accepting it when their key cache expires (seconds)."""
+    """Revoke a key; every gateway process stops accepting it within ``ACCESS_CHECK_INTERVAL_S``
+    of the commit (``agents.signals``)."""
     if key.revoked_at is None:
         key.revoked_at = timezone.now()
         key.save(update_fields=["revoked_at"])
+
+
+# --- budget alerts ----------------------------------------------------------------------------
+
+
+class AlertRetryable(Exception):
+    """The alert webhook did not take the alert; Celery tries again later."""
+
+
+def _period_start(period_id: str) -> date:
+    if len(period_id) == 6:  # a month: YYYYMM
+        return date(int(period_id[:4]), int(period_id[4:]), 1)
+    return date(int(period_id[:4]), int(period_id[4:6]), int(period_id[6:]))
+
+
+def budget_alert_record(
+    *, budget_id: int, period_id: str, threshold: int, used_nano: int
+) -> BudgetAlert | None:
+    """Record a budget's alert for one period and threshold, once (a duplicate is ignored)."""
+    budget = Budget.objects.filter(pk=budget_id).first()
+    if budget is None:
+        return None
+    webhook = budget.alert_webhook_url or settings.GATEWAY["BUDGET_ALERT_WEBHOOK_URL"]
+    alert, created = BudgetAlert.objects.get_or_create(
+        budget=budget,
+        period_start=_period_start(period_id),
+        threshold=threshold,
+        defaults={
+            "spent_usd": Decimal(used_nano) / 1_000_000_000,
+            "limit_usd": budget.limit_usd,
+            "webhook_url": webhook,
+        },
+    )
+    return alert if created else None
+
+
+def budget_alert_payload(alert: BudgetAlert) -> dict[str, object]:
+    budget = alert.budget
+    return {
+        "type": "budget.alert",
+        "alert_id": alert.pk,
+        "budget": {
+            "id": budget.pk,
+            "scope": budget.scope,
+            "target": budget.target,
+            "period": budget.period,
+            "limit_usd": str(alert.limit_usd),
+        },
+        "period_start": alert.period_start.isoformat(),
+        "threshold_percent": alert.threshold,
+        "spent_usd": str(alert.spent_usd),
+        "created_at": alert.created_at.isoformat(),
+    }
+
+
+def budget_alert_deliver(*, alert_id: int, final_attempt: bool) -> bool:
+    """POST the alert, signed like verdict callbacks, to its webhook; True once delivered.
+    A failure raises ``AlertRetryable`` unless ``final_attempt`` (then it is recorded)."""
+    from reviews.services import (
+        SIGNATURE_HEADER,
+        TIMESTAMP_HEADER,
+        callback_signature,
+        callback_url_problem,
+    )
+
+    alert = BudgetAlert.objects.select_related("budget").filter(pk=alert_id).first()
+    if alert is None or alert.delivered_at is not None or not alert.webhook_url:
+        return alert is not None and alert.delivered_at is not None
+    problem = callback_url_problem(alert.webhook_url)
+    if problem:
+        alert.delivery_error = f"refused: {problem}"
+        alert.save(update_fields=["delivery_error"])
+        return False
+    body = orjson.dumps(budget_alert_payload(alert))
+    headers = {
+        "Content-Type": "application/json",
+        "User-Agent": "llm-gateway-budget-alert",
+        SIGNATURE_HEADER: callback_signature(body),
+        TIMESTAMP_HEADER: str(int(time.time())),
+    }
+    error = ""
+    try:
+        with httpx.Client(timeout=10.0, follow_redirects=False, trust_env=False) as client:
+            response = client.post(alert.webhook_url, content=body, headers=headers)
+        if 200 <= response.status_code < 300:
+            alert.delivered_at = timezone.now()
+            alert.delivery_error = ""
+            alert.save(update_fields=["delivered_at", "delivery_error"])
+            return True
+        error = f"HTTP {response.status_code}"
+    except httpx.HTTPError as exc:
+        error = f"{type(exc).__name__}: {exc}"
+    alert.delivery_error = error[:300]
+    alert.save(update_fields=["delivery_error"])
+    if final_attempt:
+        logger.warning("budget alert %s: webhook failed for good: %s", alert_id, error)
+        return False
+    raise AlertRetryable(error)
+
+
+def budget_alerts_acknowledge(*, alert_ids: Iterable[int]) -> int:
+    return BudgetAlert.objects.filter(pk__in=list(alert_ids), acknowledged_at__isnull=True).update(
+        acknowledged_at=timezone.now()
+    )

@@ -485,6 +485,9 @@ def gateway_env() -> tuple[dict[str, str], str]:
         GATEWAY_DATA_DIR=str(data_dir),
         LOG_LEVEL="WARNING",
         GATEWAY_HEALTH_CHECK_INTERVAL_S="30",
+        # wrk repeats one request: with the response cache every answer after the first would
+        # be a hit. The benchmark measures routing to the upstream (LiteLLM's cache is off too).
+        GATEWAY_CACHE_ENABLED="0",
         PYTHONUNBUFFERED="1",
     )
     parts = []

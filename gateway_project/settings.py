@@ -245,10 +245,19 @@ class GatewaySettings(TypedDict):
     SHARED_STATE_READ_CACHE_S: float
     CONFIG_CHECK_INTERVAL_S: float
     API_KEY_CACHE_S: float
+    ACCESS_CHECK_INTERVAL_S: float
+    BUDGET_MAX_OUTPUT_TOKENS: int
+    FALLBACK_PROCESSES: int
+    BUDGET_ALERT_WEBHOOK_URL: str
     HEALTH_CHECK_INTERVAL_S: float
     CLASSIFIER_MODEL: str
     EXPLORATION: bool
     DEFAULT_TASK_TYPE: str
+    CACHE_ENABLED: bool
+    CACHE_TTL_S: int
+    CACHE_MAX_TTL_S: int
+    CACHE_MAX_ENTRY_BYTES: int
+    CACHE_LOCAL_MAX_BYTES: int
 
 
 # Signs verdict callbacks to agents (HMAC-SHA256 of the body); give it to the agents that verify.
@@ -277,11 +286,32 @@ GATEWAY: GatewaySettings = {
     "SHARED_STATE_READ_CACHE_S": env_float("GATEWAY_SHARED_STATE_READ_CACHE_S", 0.25),
     # How often a process asks the shared cache whether the routing config changed.
     "CONFIG_CHECK_INTERVAL_S": env_float("GATEWAY_CONFIG_CHECK_INTERVAL_S", 0.5),
-    "API_KEY_CACHE_S": env_float("GATEWAY_API_KEY_CACHE_S", 5.0),
+    # Cached callers (keys, limits, budgets) are dropped at once when the access version moves
+    # (checked every ACCESS_CHECK_INTERVAL_S), so a revoked key stops within a second everywhere.
+    "API_KEY_CACHE_S": env_float("GATEWAY_API_KEY_CACHE_S", 60.0),
+    "ACCESS_CHECK_INTERVAL_S": env_float("GATEWAY_ACCESS_CHECK_INTERVAL_S", 0.5),
+    # A request under a budget without max_tokens is capped at this many output tokens upstream,
+    # so its reserved worst-case cost really is its worst case.
+    "BUDGET_MAX_OUTPUT_TOKENS": env_int("GATEWAY_BUDGET_MAX_OUTPUT_TOKENS", 4096),
+    # While Redis is unreachable each process enforces 1/N of every rate limit and of every
+    # budget's remainder (N gateway processes share them); docs/adr/0012-limits-and-budgets.md.
+    "FALLBACK_PROCESSES": env_int("GATEWAY_FALLBACK_PROCESSES", 4),
+    # Where budget alerts are POSTed (signed) when a budget names no URL of its own.
+    "BUDGET_ALERT_WEBHOOK_URL": os.environ.get("GATEWAY_BUDGET_ALERT_WEBHOOK_URL", ""),
     "HEALTH_CHECK_INTERVAL_S": env_float("GATEWAY_HEALTH_CHECK_INTERVAL_S", 30.0),
     # Whether a share of routed traffic explores neighbouring tiers (tunable exploration_share).
     "EXPLORATION": env_bool("GATEWAY_EXPLORATION", True),
     # Public model name of a cheap model that classifies inputs no rule matched (optional).
     "CLASSIFIER_MODEL": os.environ.get("GATEWAY_CLASSIFIER_MODEL", ""),
     "DEFAULT_TASK_TYPE": os.environ.get("GATEWAY_DEFAULT_TASK_TYPE", "general"),
+    # The response cache (docs/adr/0010-response-cache.md): approved answers to identical requests
+    # of one agent, in Redis when configured, else in this process (at most CACHE_LOCAL_MAX_BYTES).
+    "CACHE_ENABLED": env_bool("GATEWAY_CACHE_ENABLED", True),
+    # Kept this long unless the task route says otherwise (0 there: never cached).
+    "CACHE_TTL_S": env_int("GATEWAY_CACHE_TTL_S", 3600),
+    # The longest a request may ask an answer to be kept (X-Gateway-Cache-TTL, cache_ttl).
+    "CACHE_MAX_TTL_S": env_int("GATEWAY_CACHE_MAX_TTL_S", 7 * 86400),
+    # Answers whose entry is larger are not cached.
+    "CACHE_MAX_ENTRY_BYTES": env_int("GATEWAY_CACHE_MAX_ENTRY_BYTES", 256 * 1024),
+    "CACHE_LOCAL_MAX_BYTES": env_int("GATEWAY_CACHE_LOCAL_MAX_BYTES", 64 * 1024 * 1024),
 }

@@ -17,6 +17,7 @@ import logging
 import threading
 import time
 import weakref
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
@@ -25,6 +26,69 @@ logger = logging.getLogger(__name__)
 
 KEY_PREFIX = "gw:"
 REDIS_RETRY_AFTER_S = 5.0
+
+ADMITTED, REFUSED, MISSING = "admitted", "refused", "missing"
+
+
+@dataclass(frozen=True, slots=True)
+class Counter:
+    """One limited counter of an admission: ``amount`` is added to ``key`` if, for every counter,
+    its use plus the amount stays within ``limit``. The use is the key's value plus ``weight``
+    times ``previous_key``'s (a sliding window over two fixed ones). A ``strict`` counter must
+    exist (a budget counter is loaded from the database first)."""
+
+    key: str
+    amount: int
+    limit: int
+    ttl: float
+    previous_key: str = ""
+    weight: float = 0.0
+    strict: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """``status``: admitted (``used`` holds each counter's use after the addition), refused
+    (``index`` names the counter over its limit, ``used[0]`` its use) or missing (``index`` names
+    a strict counter that does not exist)."""
+
+    status: str
+    index: int
+    used: list[int]
+
+
+# KEYS: per counter, its key and its previous window's key. ARGV: per counter, amount, limit,
+# weight, ttl in ms, strict (1/0). Returns {status, index, use...}: 1 admitted, 0 refused, -1 missing.
+_ADMIT_LUA = """
+local n = #KEYS / 2
+local used = {}
+for i = 1, n do
+  local b = (i - 1) * 5
+  local amount = tonumber(ARGV[b + 1])
+  local limit = tonumber(ARGV[b + 2])
+  local weight = tonumber(ARGV[b + 3])
+  local current = redis.call('GET', KEYS[2 * i - 1])
+  if current == false then
+    if ARGV[b + 5] == '1' then return {-1, i - 1} end
+    current = 0
+  else
+    current = tonumber(current)
+  end
+  if weight > 0 then
+    current = current + math.floor(tonumber(redis.call('GET', KEYS[2 * i]) or '0') * weight)
+  end
+  if current + amount > limit then return {0, i - 1, current} end
+  used[i] = current + amount
+end
+local result = {1, -1}
+for i = 1, n do
+  local b = (i - 1) * 5
+  redis.call('INCRBY', KEYS[2 * i - 1], ARGV[b + 1])
+  redis.call('PEXPIRE', KEYS[2 * i - 1], ARGV[b + 4])
+  result[i + 2] = used[i]
+end
+return result
+"""
 
 
 class LocalState:
@@ -76,9 +140,95 @@ class LocalState:
             for key in keys:
                 self._data.pop(key, None)
 
+    def admit(self, items: list[Counter], *, divisor: int = 1) -> Admission:
+        """Check every counter against its limit and, only if all pass, add to each (atomic).
+        ``divisor`` shares the non-strict limits between processes (Redis is down)."""
+        now = time.monotonic()
+        with self._lock:
+            used = []
+            for index, item in enumerate(items):
+                current = self._live(item.key, now)
+                if current is None and item.strict:
+                    return Admission(status=MISSING, index=index, used=[])
+                total = int(current or 0)
+                if item.weight > 0:
+                    total += int(int(self._live(item.previous_key, now) or 0) * item.weight)
+                limit = item.limit if item.strict else max(1, item.limit // divisor)
+                if total + item.amount > limit:
+                    return Admission(status=REFUSED, index=index, used=[total])
+                used.append(total + item.amount)
+            for item in items:
+                self._add(item.key, item.amount, item.ttl, now)
+            return Admission(status=ADMITTED, index=-1, used=used)
+
+    def adjust(self, deltas: list[tuple[str, int, float]]) -> list[int]:
+        """Add ``delta`` to each key (counters created as needed); returns the new values."""
+        now = time.monotonic()
+        with self._lock:
+            return [self._add(key, delta, ttl, now) for key, delta, ttl in deltas]
+
+    def _add(self, key: str, delta: int, ttl: float, now: float) -> int:
+        value = int(self._live(key, now) or 0) + delta
+        self._data[key] = (str(value), now + ttl)
+        return value
+
     def clear(self) -> None:
         with self._lock:
             self._data.clear()
+
+
+class LocalValues:
+    """Larger values (cached answers) with expiry, bounded in size: the oldest entries go first.
+
+    Sizes are counted in characters of key and value, close enough to bytes for a memory bound.
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._data: dict[str, tuple[str, float]] = {}  # insertion order: the oldest first
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def _pop(self, key: str) -> bool:
+        item = self._data.pop(key, None)
+        if item is None:
+            return False
+        self._bytes -= len(key) + len(item[0])
+        return True
+
+    def get(self, key: str) -> str | None:
+        with self._lock:
+            item = self._data.get(key)
+            if item is None:
+                return None
+            if item[1] <= time.monotonic():
+                self._pop(key)
+                return None
+            return item[0]
+
+    def set(self, key: str, value: str, ttl: float) -> None:
+        size = len(key) + len(value)
+        with self._lock:
+            self._pop(key)
+            if size > self.max_bytes:
+                return
+            self._data[key] = (value, time.monotonic() + ttl)
+            self._bytes += size
+            while self._bytes > self.max_bytes:
+                self._pop(next(iter(self._data)))
+
+    def delete(self, *keys: str) -> int:
+        with self._lock:
+            return sum(self._pop(key) for key in keys)
+
+    def delete_prefix(self, prefix: str) -> int:
+        with self._lock:
+            return sum(self._pop(key) for key in [k for k in self._data if k.startswith(prefix)])
+
+    def clear(self) -> None:
+        with self._lock:
+            self._data.clear()
+            self._bytes = 0
 
 
 class SharedState:
@@ -87,6 +237,9 @@ class SharedState:
     def __init__(self, redis_url: str) -> None:
         self.redis_url = redis_url
         self.local = LocalState()
+        # Larger values (the response cache) when Redis is not used: bounded, never read-cached.
+        self.local_values = LocalValues(settings.GATEWAY["CACHE_LOCAL_MAX_BYTES"])
+        self._last_refusal_warning = 0.0
         self._sync_client: Any = None
         # redis.asyncio clients are bound to the event loop that created them.
         self._async_clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
@@ -138,6 +291,13 @@ class SharedState:
         if now - self._last_warning > 60:
             self._last_warning = now
             logger.warning("shared state: Redis unavailable, using per-process state: %s", exc)
+
+    def _fallback_divisor(self) -> int:
+        """1 on the embedded defaults; with Redis configured but down, the number of processes
+        that now each keep their own counters."""
+        if not self.redis_url:
+            return 1
+        return max(1, int(settings.GATEWAY["FALLBACK_PROCESSES"]))
 
     # -- async API (hot path) ----------------------------------------------------------------
     async def aget_many_cached(self, keys: tuple[str, ...], max_age: float) -> list[str | None]:
@@ -218,6 +378,46 @@ class SharedState:
             self._redis_failed(exc)
             return self.local.incr(key, ttl)
 
+    async def aadmit(self, items: list[Counter]) -> Admission:
+        """All counters within their limits, then added to, in one atomic step (a Lua script on
+        Redis): concurrent requests on any number of processes cannot all pass the same check."""
+        self._read_cache.clear()
+        if not items:
+            return Admission(status=ADMITTED, index=-1, used=[])
+        if not self.uses_redis:
+            return self.local.admit(items, divisor=self._fallback_divisor())
+        keys, args = [], []
+        for item in items:
+            keys += [KEY_PREFIX + item.key, KEY_PREFIX + (item.previous_key or item.key)]
+            args += [item.amount, item.limit, item.weight, int(item.ttl * 1000), int(item.strict)]
+        try:
+            client = self._async()
+            result = await client.eval(_ADMIT_LUA, len(keys), *keys, *args)
+        except Exception as exc:  # noqa: BLE001
+            self._redis_failed(exc)
+            return self.local.admit(items, divisor=self._fallback_divisor())
+        code, index, *used = (int(v) for v in result)
+        status = {1: ADMITTED, 0: REFUSED, -1: MISSING}[code]
+        return Admission(status=status, index=index, used=used)
+
+    async def aadjust(self, deltas: list[tuple[str, int, float]]) -> list[int]:
+        """Add to counters (key, delta, ttl) and return their new values: settles a reservation."""
+        self._read_cache.clear()
+        if not deltas:
+            return []
+        if not self.uses_redis:
+            return self.local.adjust(deltas)
+        try:
+            pipe = self._async().pipeline(transaction=False)
+            for key, delta, ttl in deltas:
+                pipe.incrby(KEY_PREFIX + key, delta)
+                pipe.pexpire(KEY_PREFIX + key, int(ttl * 1000))
+            results = await pipe.execute()
+        except Exception as exc:  # noqa: BLE001
+            self._redis_failed(exc)
+            return self.local.adjust(deltas)
+        return [int(value) for value in results[::2]]
+
     async def adelete(self, *keys: str) -> None:
         self._read_cache.clear()
         if not self.uses_redis:
@@ -228,6 +428,79 @@ class SharedState:
         except Exception as exc:  # noqa: BLE001
             self._redis_failed(exc)
             self.local.delete(*keys)
+
+    # -- larger values (the response cache) ----------------------------------------------------
+    # Kept apart from the small keys above: without Redis they live in a size-bounded store, and
+    # writing them leaves the read cache of the cooldown keys alone (they are never read through it).
+    async def aget_value(self, key: str) -> str | None:
+        if not self.uses_redis:
+            return self.local_values.get(key)
+        try:
+            value = await self._async().get(KEY_PREFIX + key)
+        except Exception as exc:  # noqa: BLE001
+            self._redis_failed(exc)
+            return self.local_values.get(key)
+        return value.decode() if value is not None else None
+
+    async def aset_value(self, key: str, value: str, ttl: float) -> None:
+        if not self.uses_redis:
+            self.local_values.set(key, value, ttl)
+            return
+        try:
+            await self._async().set(KEY_PREFIX + key, value, px=max(1, int(ttl * 1000)))
+        except Exception as exc:  # noqa: BLE001
+            import redis.exceptions
+
+            if isinstance(exc, redis.exceptions.ResponseError):
+                # Redis answered but refused (out of memory): drop this value, and don't treat
+                # Redis as down for everything else (cooldowns, limits) because of it.
+                now = time.monotonic()
+                if now - self._last_refusal_warning > 60:
+                    self._last_refusal_warning = now
+                    logger.warning("shared state: Redis refused a cached value: %s", exc)
+                return
+            self._redis_failed(exc)
+            self.local_values.set(key, value, ttl)
+
+    def get_value(self, key: str) -> str | None:
+        if not self.uses_redis:
+            return self.local_values.get(key)
+        try:
+            value = self._sync().get(KEY_PREFIX + key)
+        except Exception as exc:  # noqa: BLE001
+            self._redis_failed(exc)
+            return self.local_values.get(key)
+        return value.decode() if value is not None else None
+
+    def delete_values(self, *keys: str) -> None:
+        self.local_values.delete(*keys)
+        if not self.uses_redis:
+            return
+        try:
+            self._sync().delete(*[KEY_PREFIX + k for k in keys])
+        except Exception as exc:  # noqa: BLE001
+            self._redis_failed(exc)
+
+    def delete_values_matching(self, prefix: str) -> int:
+        """Delete every value whose key starts with ``prefix``; returns how many (scans Redis:
+        for admin actions, not the request path)."""
+        deleted = self.local_values.delete_prefix(prefix)
+        if not self.uses_redis:
+            return deleted
+        pattern = KEY_PREFIX + "".join("\\" + c if c in "*?[]\\" else c for c in prefix) + "*"
+        try:
+            client = self._sync()
+            batch: list[bytes] = []
+            for key in client.scan_iter(match=pattern, count=1000):
+                batch.append(key)
+                if len(batch) >= 500:
+                    deleted += int(client.delete(*batch))
+                    batch = []
+            if batch:
+                deleted += int(client.delete(*batch))
+        except Exception as exc:  # noqa: BLE001
+            self._redis_failed(exc)
+        return deleted
 
     # -- sync API (admin, services, commands) ------------------------------------------------
     def get(self, key: str) -> str | None:
@@ -273,6 +546,7 @@ class SharedState:
     def clear(self) -> None:
         """Forget everything this gateway keeps here (tests use it between cases)."""
         self.local.clear()
+        self.local_values.clear()
         self._read_cache.clear()
         self._redis_down_until = 0.0
         if self.uses_redis:

@@ -98,6 +98,7 @@ MAX_DRIFT = 0.5
 LOCK_TIMEOUT_S = 30 * 60
 
 MIN_CLASS = 5
+MIN_UNTIED = 0.2  # below this share of pairs scored differently, an AUC carries no evidence
 AUC_GOOD = 0.75
 AUC_CHANCE = 0.55
 STEP_UP = 1.25
@@ -477,6 +478,7 @@ def _thresholds_plan() -> _Plan:
             config=per_task.get(task_type, default),
             overrides=overrides,
             since=since,
+            notes=plan.notes,
         )
     return plan
 
@@ -488,6 +490,7 @@ def _task_proposals(
     config: GateConfig,
     overrides: set[tuple[str, str]],
     since: Any,
+    notes: list[str],
 ) -> list[Proposal]:
     approve_at, review_below = config.approve_at, config.review_below
     load_at = _ReviewLoad(task_type=task_type, since=since)
@@ -507,7 +510,14 @@ def _task_proposals(
 
     new_approve = approve_at
     if band_rate is not None and len(band) >= MIN_BAND_SAMPLE:
-        if band_rate < TARGET_ACCEPTANCE:
+        if band_rate < TARGET_ACCEPTANCE and not _better_above(verdicts, approve_at, band_rate):
+            # Reviewers reject answers as often at every higher score: the validators cannot
+            # tell these answers apart, and a higher threshold would only send more to review.
+            notes.append(
+                f"{task_type}: approved-band acceptance {_pct(band_rate)} is under target, but "
+                "no higher score does better; approve_at left as it is"
+            )
+        elif band_rate < TARGET_ACCEPTANCE:
             new_approve = min(10.0, round(approve_at + MAX_STEP, 1))
             for step in _STEPS:
                 candidate = min(10.0, round(approve_at + step, 1))
@@ -604,6 +614,18 @@ def _task_proposals(
     return proposals
 
 
+def _better_above(verdicts: list[tuple[float, bool]], approve_at: float, band_rate: float) -> bool:
+    """Whether some higher threshold (with ``MIN_BAND_SAMPLE`` reviewed items above it) has a
+    clearly better acceptance than the current approved band: only then can raising help."""
+    for tenth in range(round(approve_at * 10) + 1, 101):
+        above = [ok for score, ok in verdicts if score >= tenth / 10]
+        if len(above) < MIN_BAND_SAMPLE:
+            break
+        if sum(above) / len(above) >= band_rate + COMFORT_MARGIN:
+            return True
+    return False
+
+
 def _pct(rate: float | None) -> str:
     return "n/a" if rate is None else f"{rate:.0%}"
 
@@ -647,6 +669,14 @@ def auc(accepted: Sequence[float], rejected: Sequence[float]) -> float | None:
         for r in rejected:
             wins += 1.0 if a > r else 0.5 if a == r else 0.0
     return wins / (len(accepted) * len(rejected))
+
+
+def _untied_share(accepted: Sequence[float], rejected: Sequence[float]) -> float:
+    """The share of (accepted, rejected) pairs the validator scored differently."""
+    if not accepted or not rejected:
+        return 0.0
+    untied = sum(1 for a in accepted for r in rejected if a != r)
+    return untied / (len(accepted) * len(rejected))
 
 
 def _validator_effective(validator: str, task_type: str) -> tuple[float, bool, ValidatorConfig]:
@@ -744,6 +774,7 @@ def _validators_plan() -> _Plan:
                 "accepted": len(ok),
                 "not_accepted": len(not_ok),
                 "auc": None if score is None else round(score, 4),
+                "untied_pairs": round(_untied_share(ok, not_ok), 4),
                 "weight": weight,
             }
             agreement[task_type][validator] = evidence
@@ -755,6 +786,15 @@ def _validators_plan() -> _Plan:
             if score is None or min(len(ok), len(not_ok)) < MIN_CLASS:
                 continue
             if validator not in VALIDATORS:  # no longer registered: no config to move
+                continue
+            untied = evidence["untied_pairs"]
+            if untied < MIN_UNTIED:
+                # It scored accepted and rejected answers alike (e.g. passed them all): an AUC
+                # made of ties says nothing about whether it works, so its weight stays.
+                plan.notes.append(
+                    f"{task_type}/{validator}: {untied:.0%} of accepted/rejected pairs scored "
+                    "differently; no evidence either way, weight kept"
+                )
                 continue
             new_weight = _next_weight(weight, score)
             if abs(new_weight - weight) < 1e-9:

@@ -6,7 +6,7 @@ from django.contrib import admin
 from django.http import HttpRequest
 
 from .models import FallbackChainEntry, ModelDeployment, Provider, validate_upstream_url
-from .selectors import provider_runtime_status
+from .selectors import provider_quota_usage, provider_runtime_status, upstream_limits_status
 from .services import (
     config_object_delete,
     config_object_save,
@@ -58,7 +58,7 @@ class ProviderForm(_ProviderFormBase):
         fields = [
             "name", "kind", "base_url", "api_key", "clear_api_key", "api_key_env",
             "connect_timeout_s", "first_byte_timeout_s", "total_timeout_s",
-            "max_concurrent_requests", "enabled",
+            "max_concurrent_requests", "daily_request_quota", "daily_token_quota", "enabled",
         ]  # fmt: skip
 
 
@@ -74,7 +74,9 @@ class ModelDeploymentInline(_ModelDeploymentInlineBase):
 @admin.register(Provider)
 class ProviderAdmin(ConfigAdmin):
     form = ProviderForm
-    list_display = ("name", "kind", "base_url", "key_status", "runtime_status", "enabled")
+    list_display = (
+        "name", "kind", "base_url", "key_status", "runtime_status", "quota_today", "enabled",
+    )  # fmt: skip
     list_filter = ("kind", "enabled")
     list_editable = ("enabled",)
     search_fields = ("name", "base_url")
@@ -91,6 +93,17 @@ class ProviderAdmin(ConfigAdmin):
     @admin.display(description="status")
     def runtime_status(self, obj: Provider) -> str:
         return provider_runtime_status(provider_id=obj.id) if obj.enabled else "disabled"
+
+    @admin.display(description="today (UTC) / daily quota")
+    def quota_today(self, obj: Provider) -> str:
+        return (
+            provider_quota_usage(
+                provider_id=obj.id,
+                request_quota=obj.daily_request_quota,
+                token_quota=obj.daily_token_quota,
+            )
+            or "-"
+        )
 
     def save_model(self, request: HttpRequest, obj: Provider, form: Any, change: bool) -> None:
         provider_save(
@@ -110,11 +123,18 @@ class ProviderAdmin(ConfigAdmin):
 class ModelDeploymentAdmin(ConfigAdmin):
     list_display = (
         "public_name", "provider", "upstream_model", "tier", "input_cost_per_mtok",
-        "output_cost_per_mtok", "context_window", "weight", "enabled",
+        "output_cost_per_mtok", "context_window", "weight", "upstream_limits", "enabled",
     )  # fmt: skip
     list_filter = ("tier", "provider", "enabled")
     list_editable = ("weight", "enabled")
     search_fields = ("public_name", "upstream_model")
+
+    @admin.display(description="upstream limits (when low)")
+    def upstream_limits(self, obj: ModelDeployment) -> str:
+        status = upstream_limits_status(
+            provider_id=obj.provider_id, upstream_model=obj.upstream_model
+        )
+        return status or "-"
 
 
 # adminsortable2 ships no type information, so its mixin is Any to mypy.

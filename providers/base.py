@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     import aiohttp
 
+    from providers.ratelimits import RateLimits
+
 
 @dataclass(frozen=True, slots=True)
 class Message:
@@ -64,6 +66,8 @@ class ChatResult:
     finish_reason: str  # normalised: "stop", "length", "content_filter", "error"
     usage: Usage = field(default_factory=Usage)
     upstream_model: str = ""
+    # What the upstream said about its rate limits (providers/ratelimits.py); None when nothing.
+    rate_limits: RateLimits | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,12 +75,13 @@ class StreamChunk:
     """A piece of a streamed answer.
 
     ``text`` may be empty on the last chunk, which carries ``finish_reason`` and, when the upstream
-    reports it, ``usage``.
+    reports it, ``usage``. The first chunk carries the response's ``rate_limits``, if any.
     """
 
     text: str = ""
     finish_reason: str | None = None
     usage: Usage | None = None
+    rate_limits: RateLimits | None = None
 
 
 class ErrorClass(enum.StrEnum):
@@ -98,7 +103,8 @@ class ProviderError(Exception):
 
     ``permanent`` errors are not retried against the same deployment (bad key, bad request, unknown
     model); transient ones (429, 5xx, timeouts, connection errors) are. ``retry_after`` carries the
-    upstream's Retry-After in seconds when it sent one. The message never contains secrets.
+    upstream's Retry-After in seconds when it sent one, ``rate_limits`` its rate-limit headers. The
+    message never contains secrets.
     """
 
     def __init__(
@@ -109,6 +115,7 @@ class ProviderError(Exception):
         permanent: bool,
         status_code: int | None = None,
         retry_after: float | None = None,
+        rate_limits: RateLimits | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -116,6 +123,7 @@ class ProviderError(Exception):
         self.permanent = permanent
         self.status_code = status_code
         self.retry_after = retry_after
+        self.rate_limits = rate_limits
 
 
 class ProviderAdapter(Protocol):

@@ -61,6 +61,21 @@ class Provider(models.Model):
     max_concurrent_requests = models.PositiveIntegerField(
         default=0, help_text="Per gateway process; 0 means unlimited."
     )
+    # Declared free-tier quotas, counted per UTC day in the shared state (docs/adr/0011).
+    daily_request_quota = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text="Calls per UTC day the provider allows (e.g. a free tier's). Once today's count "
+        "reaches it, the provider is skipped until the next UTC day. Empty: no quota.",
+    )
+    daily_token_quota = models.PositiveBigIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(1)],
+        help_text="Tokens (in + out) per UTC day the provider allows. A request that would pass it "
+        "is not sent; the provider is skipped until the next UTC day. Empty: no quota.",
+    )
     enabled = models.BooleanField(default=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -73,6 +88,10 @@ class Provider(models.Model):
     @property
     def is_local(self) -> bool:
         return self.kind == self.Kind.OLLAMA
+
+    @property
+    def has_daily_quota(self) -> bool:
+        return self.daily_request_quota is not None or self.daily_token_quota is not None
 
     @property
     def has_stored_key(self) -> bool:

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import time
+
 import orjson
 
 from gateway_project.shared_state import shared_state
+
+from .quotas import usage_today
+from .ratelimits import RateLimits
 
 
 def provider_runtime_status(*, provider_id: int) -> str:
@@ -22,3 +27,39 @@ def provider_runtime_status(*, provider_id: int) -> str:
         return "not checked yet"
     check = orjson.loads(health)
     return f"{check.get('status', 'unknown')} ({check.get('latency_ms', '?')} ms)"
+
+
+def provider_quota_usage(
+    *, provider_id: int, request_quota: int | None, token_quota: int | None
+) -> str:
+    """Today's count against the declared daily quotas, e.g. "12 / 100 calls", "" when none."""
+    if request_quota is None and token_quota is None:
+        return ""
+    calls, tokens = usage_today(provider_id)
+    parts = []
+    if request_quota is not None:
+        parts.append(f"{min(calls, request_quota):,} / {request_quota:,} calls")
+    if token_quota is not None:
+        parts.append(f"{tokens:,} / {token_quota:,} tokens")
+    return " · ".join(parts)
+
+
+def upstream_limits_status(*, provider_id: int, upstream_model: str) -> str:
+    """What the upstream's rate-limit headers last said when a limit was running low, e.g.
+    "requests 0/30 (back in 12s)"; "" when nothing is recorded."""
+    from routing.router import upstream_limits_key
+
+    raw = shared_state().get(upstream_limits_key(provider_id, upstream_model))
+    limits = RateLimits.decode(raw) if raw else None
+    if limits is None:
+        return ""
+    now = time.time()
+    parts = []
+    for window in limits.windows:
+        name = window.kind.replace("_", " ") + (f"/{window.period}" if window.period else "")
+        of = f"/{window.limit}" if window.limit is not None else ""
+        reset = ""
+        if window.reset_at is not None and window.reset_at > now:
+            reset = f" (reset in {window.reset_at - now:.0f}s)"
+        parts.append(f"{name} {window.remaining}{of}{reset}")
+    return ", ".join(parts)

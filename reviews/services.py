@@ -199,6 +199,9 @@ def review_item_decide(
         )
         if item.callback_url:
             transaction.on_commit(functools.partial(_enqueue_verdict, item.pk))
+        if decision in ("reject", "correct"):
+            # The answer was wrong: it must not be served again from the response cache.
+            transaction.on_commit(functools.partial(_evict_cached_answer, item.request_id))
         if (
             item.status != ReviewItem.Status.REJECTED
             and PromptTemplate.objects.filter(
@@ -210,6 +213,16 @@ def review_item_decide(
 
             transaction.on_commit(routing_config_changed)
     return item
+
+
+def _evict_cached_answer(request_id: str) -> None:
+    from routing.cache import evict_answer
+
+    try:
+        evict_answer(request_id)
+    except Exception:
+        # The decision stands; the entry expires with its TTL.
+        logger.exception("reviews: could not remove the cached answer of %s", request_id)
 
 
 def _enqueue_verdict(item_id: int) -> None:

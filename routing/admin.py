@@ -9,6 +9,7 @@ from django.utils.html import format_html, format_html_join
 
 from providers.admin import ConfigAdmin
 
+from . import cache as response_cache
 from .models import AuditRecord, CallerPreference, ClassificationRule, TaskRoute
 
 if TYPE_CHECKING:
@@ -22,8 +23,20 @@ else:
 
 @admin.register(TaskRoute)
 class TaskRouteAdmin(ConfigAdmin):
-    list_display = ("task_type", "start_tier", "pinned_model", "description")
+    list_display = ("task_type", "start_tier", "pinned_model", "cache_ttl_s", "description")
     search_fields = ("task_type", "pinned_model")
+    actions = ["clear_cached_answers"]
+
+    @admin.action(
+        description="Clear the cached answers of the selected task types (default route: all)",
+        permissions=["change"],
+    )
+    def clear_cached_answers(self, request: HttpRequest, queryset: QuerySet[TaskRoute]) -> None:
+        task_types = list(queryset.values_list("task_type", flat=True))
+        everything = TaskRoute.DEFAULT in task_types
+        removed = response_cache.clear(None if everything else task_types)
+        which = "every task type" if everything else ", ".join(task_types)
+        self.message_user(request, f"Removed {removed} cached answer(s) of {which}.")
 
 
 @admin.register(CallerPreference)
@@ -78,7 +91,9 @@ class AuditRecordAdmin(_AuditRecordAdminBase):
         """The path the request took, e.g. "demo-fast ✗✗ → demo-medium ✓"."""
         steps: list[str] = []
         for attempt in obj.attempts:
-            mark = {"ok": "✓", "error": "✗", "skipped": "-"}.get(attempt.get("outcome", ""), "!")
+            mark = {"ok": "✓", "error": "✗", "skipped": "-", "quota_exhausted": "-"}.get(
+                attempt.get("outcome", ""), "!"
+            )
             model = attempt.get("model", "?")
             if steps and steps[-1].startswith(model + " "):
                 steps[-1] += mark

@@ -106,6 +106,10 @@ def _write(batch: list[dict[str, Any]]) -> None:
                 cursor.executemany(
                     _insert.sql(connection), [_insert.params(row, connection) for row in batch]
                 )
+            # Spend per day, agent, model and task type, kept with the records they come from.
+            from agents.spend import rollups_add
+
+            rollups_add(batch)
             # Answers for a person to look at get their review item in the same transaction.
             to_review = [row for row in batch if row.get("review_reason")]
             if to_review:

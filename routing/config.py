@@ -12,20 +12,14 @@ writes. See docs/adr/0006-config-caching.md.
 
 from __future__ import annotations
 
-import contextlib
-import logging
-import os
 import re
-import tempfile
 import time
-import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
 
-from gateway_project.shared_state import shared_state
+from gateway_project.versions import SharedVersion
 from learning.gates import GateConfig
 from learning.selectors import gate_configs, validator_settings
 from learning.validators import DEFAULT_SETTINGS
@@ -33,72 +27,18 @@ from learning.validators.base import ValidatorSetting
 from providers.base import Message, Target
 from providers.models import TIER_ORDER, FallbackChainEntry, ModelDeployment, Provider, Tier
 
-logger = logging.getLogger(__name__)
-
 CONFIG_VERSION_KEY = "routing:config_version"
-# Without Redis: the version file under settings.DATA_DIR, shared by every process on the host.
-CONFIG_VERSION_FILE = "routing-config.version"
-_WARN_EVERY_S = 60.0
-_last_file_warning = 0.0
-
-
-def _version_file() -> Path:
-    return Path(settings.DATA_DIR) / CONFIG_VERSION_FILE
-
-
-def _warn_file_error(action: str, exc: Exception) -> None:
-    global _last_file_warning
-    now = time.monotonic()
-    if now - _last_file_warning > _WARN_EVERY_S:
-        _last_file_warning = now
-        logger.warning(
-            "routing config version file: cannot %s %s: %s", action, _version_file(), exc
-        )
+# Without Redis the version lives in a file under settings.DATA_DIR (gateway_project/versions.py).
+CONFIG_VERSION = SharedVersion("routing-config", redis_key=CONFIG_VERSION_KEY)
+CONFIG_VERSION_FILE = CONFIG_VERSION.file_name
 
 
 def read_version_file() -> str:
-    """The host-wide config version: the file's token, "0" while it does not exist.
-
-    A read of a few bytes; cheap enough for the event loop once per check interval.
-    """
-    try:
-        return _version_file().read_text(encoding="ascii").strip() or "0"
-    except FileNotFoundError:
-        return "0"
-    except (OSError, UnicodeDecodeError) as exc:
-        # Unreadable: stay on one version (at worst one extra rebuild) rather than fail requests.
-        _warn_file_error("read", exc)
-        return "0"
+    return CONFIG_VERSION.read_file()
 
 
 def bump_version_file() -> None:
-    """Give the host-wide config version a new value that no process has seen.
-
-    The value is a unique token rather than a counter (the version only has to change), written to a
-    temporary file and renamed over the old one: readers see the old or the new token, never a torn
-    write, and concurrent bumps need no lock (whichever rename lands last wins; both are new).
-    """
-    path = _version_file()
-    token = f"{time.time_ns()}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="ascii") as tmp_file:
-                tmp_file.write(token + "\n")
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-    except OSError as exc:
-        # The change is committed already; this process still reloads (the caller clears its cache).
-        _warn_file_error("write", exc)
-
-
-def _uses_version_file() -> bool:
-    """Without Redis configured, the shared state is per process: the version goes in the file."""
-    return not shared_state().redis_url
+    CONFIG_VERSION.bump_file()
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +60,9 @@ class Deployment:
     weight: int
     max_concurrent: int
     has_credentials: bool
+    # The provider's declared quotas per UTC day (docs/adr/0011-upstream-quotas.md); None: none.
+    daily_request_quota: int | None = None
+    daily_token_quota: int | None = None
 
     def cost_usd(self, tokens_in: int, tokens_out: int) -> float:
         return tokens_in * self.input_cost_per_token + tokens_out * self.output_cost_per_token
@@ -155,12 +98,22 @@ class RoutingSnapshot:
     validators: dict[str, tuple[ValidatorSetting, ...]] = field(default_factory=dict)
     # Task type → messages put before the caller's (system prompt, reviewed few-shot examples).
     prompt_prefixes: dict[str, tuple[Message, ...]] = field(default_factory=dict)
+    # Task type → response cache TTL in seconds, for the task routes that set one.
+    cache_ttls: dict[str, int] = field(default_factory=dict)
 
     def gate_for(self, task_type: str) -> GateConfig:
         return self.gates.get(task_type, self.default_gate)
 
     def validators_for(self, task_type: str) -> tuple[ValidatorSetting, ...]:
         return self.validators.get(task_type, self.default_validators)
+
+    def cache_ttl_for(self, task_type: str) -> int:
+        """How long a task type's answers are cached: its route's TTL, else the default route's,
+        else ``CACHE_TTL_S``; 0 means never (docs/adr/0010-response-cache.md)."""
+        ttl = self.cache_ttls.get(task_type)
+        if ttl is None:
+            ttl = self.cache_ttls.get("default", settings.GATEWAY["CACHE_TTL_S"])
+        return ttl
 
     @property
     def public_names(self) -> list[str]:
@@ -243,6 +196,8 @@ def build_snapshot(version: str) -> RoutingSnapshot:
                 # Local and keyless endpoints need no key; hosted ones say so by naming one.
                 has_credentials=bool(api_key)
                 or not (provider.api_key_env or provider.api_key_encrypted),
+                daily_request_quota=provider.daily_request_quota,
+                daily_token_quota=provider.daily_token_quota,
             )
         )
 
@@ -268,14 +223,14 @@ def build_snapshot(version: str) -> RoutingSnapshot:
     default_gate, gates = gate_configs()
     prompt_prefixes = _prompt_prefixes()
     default_validators, validators = validator_settings(DEFAULT_SETTINGS)
+    routes = list(TaskRoute.objects.all())
     return RoutingSnapshot(
         version=version,
         deployments=tuple(deployments),
         by_tier=by_tier,
         by_public_name={k: tuple(v) for k, v in by_public_name.items()},
-        task_routes={
-            r.task_type: RouteChoice(r.start_tier, r.pinned_model) for r in TaskRoute.objects.all()
-        },
+        task_routes={r.task_type: RouteChoice(r.start_tier, r.pinned_model) for r in routes},
+        cache_ttls={r.task_type: r.cache_ttl_s for r in routes if r.cache_ttl_s is not None},
         caller_preferences={
             (p.caller, p.task_type): RouteChoice(p.start_tier, p.pinned_model)
             for p in CallerPreference.objects.all()
@@ -305,10 +260,7 @@ class SnapshotCache:
             and now - self._checked_at < settings.GATEWAY["CONFIG_CHECK_INTERVAL_S"]
         ):
             return snapshot
-        if _uses_version_file():
-            version = read_version_file()
-        else:
-            version = await shared_state().aget(CONFIG_VERSION_KEY) or "0"
+        version = await CONFIG_VERSION.aget()
         self._checked_at = now
         if snapshot is not None and snapshot.version == version:
             return snapshot
@@ -331,8 +283,5 @@ async def current_snapshot() -> RoutingSnapshot:
 
 def routing_config_changed() -> None:
     """Tell every gateway process to reload its snapshot (call after a config write commits)."""
-    if _uses_version_file():
-        bump_version_file()
-    else:
-        shared_state().incr(CONFIG_VERSION_KEY)
+    CONFIG_VERSION.bump()
     snapshot_cache.clear()

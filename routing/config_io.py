@@ -133,6 +133,7 @@ def config_export() -> str:
             "start_tier": r.start_tier or None,
             "pinned_model": r.pinned_model or None,
             "description": r.description or None,
+            "cache_ttl_s": r.cache_ttl_s,
         }
         for r in TaskRoute.objects.order_by("task_type")
     ]
@@ -260,7 +261,8 @@ def _load(text: str) -> Any:
 class _Field:
     kind: str  # "str", "int", "float", "decimal" or "bool"
     required: bool = False
-    nullable: bool = False  # null reads as "", the empty value of an optional text field
+    # null reads as "", the empty value of an optional text field (None for a number)
+    nullable: bool = False
     choices: tuple[str, ...] = ()
     attr: str = ""  # the model attribute, when it is not named like the field
 
@@ -295,6 +297,7 @@ _SCHEMAS: dict[str, dict[str, _Field]] = {
         "start_tier": _Field("str", nullable=True, choices=_TIERS),
         "pinned_model": _Field("str", nullable=True),
         "description": _Field("str", nullable=True),
+        "cache_ttl_s": _Field("int", nullable=True),
     },
     "caller_preferences": {
         "caller": _Field("str", required=True),
@@ -352,7 +355,7 @@ def _describe(value: Any) -> str:
 def _check_value(value: Any, spec: _Field) -> Any:
     """The value as the model stores it; raises ValueError saying what is wrong with it."""
     if value is None and spec.nullable:
-        return ""
+        return "" if spec.kind == "str" else None
     wrong_type = ValueError(f"expected {_EXPECTED[spec.kind]}, got {_describe(value)}")
     if spec.kind == "str":
         if not isinstance(value, str):

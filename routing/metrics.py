@@ -16,6 +16,11 @@ UPSTREAM_ATTEMPTS = Counter(
     "Attempts against upstream providers",
     ["provider", "outcome"],
 )
+QUOTA_SKIPS = Counter(
+    "gateway_quota_skips_total",
+    "Deployments skipped without a call because an upstream quota is spent (docs/adr/0011)",
+    ["provider", "reason"],
+)
 PROVIDER_AUTH_FAILURES = Counter(
     "gateway_provider_auth_failures_total",
     "Upstream rejections of a provider's API key",
@@ -33,4 +38,14 @@ ESCALATIONS = Counter(
 )
 GATE_STATUS = Counter(
     "gateway_gate_status_total", "Answered requests by confidence gate", ["status"]
+)
+CACHE_LOOKUPS = Counter(
+    "gateway_cache_lookups_total",
+    "Completion requests by response cache result (hit, miss, bypass)",
+    ["result"],
+)
+CACHE_WRITES = Counter(
+    "gateway_cache_writes_total",
+    "Response cache writes (stored, too_large) and removals (evicted by a review, cleared)",
+    ["action"],
 )

@@ -31,6 +31,13 @@ class TaskRoute(RouteTarget):
 
     task_type = models.SlugField(max_length=100, unique=True)
     description = models.CharField(max_length=300, blank=True)
+    cache_ttl_s = models.PositiveIntegerField(
+        "cache TTL (s)",
+        null=True,
+        blank=True,
+        help_text="How long approved answers of this task type are served from the response "
+        "cache. Empty: the default route's, else GATEWAY_CACHE_TTL_S (1 h). 0: never cached.",
+    )
 
     class Meta:
         ordering = ["task_type"]

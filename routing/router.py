@@ -6,6 +6,11 @@ See docs/adr/0002-cost-first-tiers.md and docs/adr/0004-external-fallback-chain.
 plan. Transient failures are retried on the same deployment with jittered exponential backoff, then
 the next deployment, tier and external provider is tried; permanent ones are not retried. Failure
 counts and cooldowns live in the shared state, so with Redis every gateway process sees them.
+
+Upstream quotas (docs/adr/0011-upstream-quotas.md): what providers' rate-limit headers say is left
+is kept in the shared state per provider and upstream model, and a deployment whose limit cannot
+cover the request is skipped until it can; declared daily quotas are counted per provider and UTC
+day. Both are read with the cooldowns, in the same single round trip per plan.
 """
 
 from __future__ import annotations
@@ -16,13 +21,16 @@ import random
 import time
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field, replace
-from typing import Any
+from functools import lru_cache
+from typing import Any, Protocol
 
 from django.conf import settings
 
 from gateway_project.shared_state import shared_state
+from providers import quotas
 from providers.base import ChatRequest, ChatResult, ErrorClass, ProviderError, StreamChunk
 from providers.models import TIER_ORDER
+from providers.ratelimits import TOKEN_KINDS, TOKENS, RateLimits, needs_for
 
 from . import metrics
 from .clients import adapter_for_deployment
@@ -46,7 +54,7 @@ class Attempt:
     model: str
     upstream_model: str
     tier: str
-    outcome: str  # "ok", "error", "skipped"
+    outcome: str  # "ok", "error", "skipped", "quota_exhausted" (a skip: an upstream quota is spent)
     error_class: str = ""
     status_code: int | None = None
     latency_ms: int = 0
@@ -169,13 +177,53 @@ def provider_down_key(provider_id: int) -> str:
     return f"down:p:{provider_id}"
 
 
-async def _unavailable(plan: list[Deployment]) -> dict[int, str]:
-    """Deployment id → why it is skipped (cooling down, provider down), in one round trip."""
+def upstream_limits_key(provider_id: int, upstream_model: str) -> str:
+    """What an upstream's rate-limit headers last said about one of its models (RateLimits)."""
+    return f"rl:{provider_id}:{upstream_model}"
+
+
+@dataclass(slots=True)
+class _PlanState:
+    """What the shared state says about a plan's deployments, read in one round trip."""
+
+    # Deployment id → why it is skipped (cooling down, provider down).
+    reasons: dict[int, str]
+    # upstream_limits_key → the encoded RateLimits stored there (None: nothing).
+    limits: dict[str, str | None]
+    # Provider id → (calls, tokens) counted today, for providers with declared daily quotas.
+    daily: dict[int, tuple[int, int]]
+    # Provider id → why its daily quota refused a call during this walk (detail, metric reason).
+    refused: dict[int, tuple[str, str]] = field(default_factory=dict)
+
+
+def _has_daily_quota(d: Deployment) -> bool:
+    return d.daily_request_quota is not None or d.daily_token_quota is not None
+
+
+def _count(value: str | None) -> int:
+    try:
+        return int(value or 0)
+    except ValueError:
+        return 0
+
+
+async def _read_plan_state(plan: list[Deployment]) -> _PlanState:
+    """Cooldowns, health, upstream rate limits and today's quota counters of the plan, in one
+    round trip (``aget_many_cached``)."""
     provider_ids = sorted({d.provider_id for d in plan})
+    limit_keys = list(
+        dict.fromkeys(upstream_limits_key(d.provider_id, d.upstream_model) for d in plan)
+    )
+    quota_providers = sorted({d.provider_id for d in plan if _has_daily_quota(d)})
     keys = [deployment_cool_key(d.id) for d in plan]
     keys += [provider_cool_key(p) for p in provider_ids] + [
         provider_down_key(p) for p in provider_ids
     ]
+    keys += limit_keys
+    if quota_providers:
+        day = quotas.utc_day()
+        for p in quota_providers:
+            keys += [quotas.requests_key(p, day), quotas.tokens_key(p, day)]
     values = await shared_state().aget_many_cached(
         tuple(keys), settings.GATEWAY["SHARED_STATE_READ_CACHE_S"]
     )
@@ -190,7 +238,142 @@ async def _unavailable(plan: list[Deployment]) -> dict[int, str]:
             reasons[d.id] = "provider cooling down: " + str(provider_cool[d.provider_id])
         elif provider_down[d.provider_id]:
             reasons[d.id] = "provider failed its health check"
-    return reasons
+    offset = n + 2 * m
+    limits = {key: values[offset + i] for i, key in enumerate(limit_keys)}
+    offset += len(limit_keys)
+    daily = {
+        p: (_count(values[offset + 2 * i]), _count(values[offset + 2 * i + 1]))
+        for i, p in enumerate(quota_providers)
+    }
+    return _PlanState(reasons=reasons, limits=limits, daily=daily)
+
+
+@lru_cache(maxsize=512)
+def _decode_limits(raw: str) -> RateLimits | None:
+    return RateLimits.decode(raw)
+
+
+def _upstream_block(
+    d: Deployment, state: _PlanState, needs: dict[str, int], now: float
+) -> tuple[float, str, str] | None:
+    """Until when the upstream's last reported limits cannot cover this request (epoch
+    seconds, detail, metric reason); None when they can (or nothing is recorded)."""
+    raw = state.limits.get(upstream_limits_key(d.provider_id, d.upstream_model))
+    if not raw:
+        return None
+    limits = _decode_limits(raw)
+    blocked = limits.blocked_until(needs) if limits is not None else None
+    if blocked is None or blocked[0] <= now:
+        return None
+    at, window, need = blocked
+    name = window.kind.replace("_", " ") + (f" per {window.period}" if window.period else "")
+    of = f" of {window.limit}" if window.limit is not None else ""
+    return (
+        at,
+        f"upstream {name} limit exhausted ({window.remaining}{of} left, {need} needed); "
+        f"back in {at - now:.1f}s",
+        f"upstream_{window.kind}",
+    )
+
+
+def _quota_block(
+    d: Deployment, state: _PlanState, needs: dict[str, int], now: float
+) -> tuple[str, str] | None:
+    """Why ``d`` cannot take this request now for a quota (detail, metric reason), or None."""
+    upstream = _upstream_block(d, state, needs, now)
+    if upstream is not None:
+        return upstream[1], upstream[2]
+    if not _has_daily_quota(d):
+        return None
+    refused = state.refused.get(d.provider_id)
+    if refused is not None:
+        return refused
+    calls, tokens = state.daily.get(d.provider_id, (0, 0))
+    return quotas.refusal(
+        requests_today=calls,
+        tokens_today=tokens,
+        request_quota=d.daily_request_quota,
+        token_quota=d.daily_token_quota,
+        tokens_needed=needs[TOKENS],
+    )
+
+
+async def _record_rate_limits(d: Deployment, limits: RateLimits, state: _PlanState) -> None:
+    """Keep what the upstream said when it could stop a request (some window has less than one
+    request or a context window of tokens left) until it is stale; forget an older record when
+    it no longer could. Providers without such headers never get here."""
+    key = upstream_limits_key(d.provider_id, d.upstream_model)
+    most = dict.fromkeys(TOKEN_KINDS, d.context_window)
+    most["requests"] = 1
+    if limits.is_low(most):
+        ttl = limits.expires_at() - time.time()
+        if ttl > 0:
+            raw = limits.encode()
+            await shared_state().aset(key, raw, ttl)
+            state.limits[key] = raw
+            return
+    if state.limits.get(key):
+        await shared_state().adelete(key)
+        state.limits[key] = None
+
+
+def _quota_skip(d: Deployment, blocked: tuple[str, str]) -> Attempt:
+    metrics.QUOTA_SKIPS.labels(d.provider_name, blocked[1]).inc()
+    return _attempt(d, "quota_exhausted", detail=blocked[0])
+
+
+class _TokenCountingStream(AsyncGenerator[StreamChunk, None]):
+    """Relays a stream, then adds its tokens to the provider's daily count, however it ends
+    (finished, failed, or closed by the consumer, even before its first ``anext``)."""
+
+    def __init__(
+        self,
+        chunks: AsyncGenerator[StreamChunk, None],
+        first: StreamChunk,
+        d: Deployment,
+        prompt: int,
+    ) -> None:
+        self._chunks = chunks
+        self._provider_id = d.provider_id
+        self._prompt = prompt
+        self._usage = first.usage
+        self._chars = len(first.text)
+        self._counted = False
+
+    def _seen(self, chunk: StreamChunk) -> StreamChunk:
+        self._chars += len(chunk.text)
+        if chunk.usage is not None:
+            self._usage = chunk.usage
+        return chunk
+
+    async def _count(self) -> None:
+        if not self._counted:
+            self._counted = True
+            usage = self._usage
+            reported = usage.input_tokens + usage.output_tokens if usage is not None else 0
+            await quotas.add_tokens(self._provider_id, reported or self._prompt + self._chars // 4)
+
+    async def asend(self, value: None) -> StreamChunk:
+        try:
+            return self._seen(await self._chunks.asend(value))
+        except BaseException:
+            await self._count()
+            raise
+
+    async def athrow(self, typ: Any, val: Any = None, tb: Any = None) -> StreamChunk:
+        try:
+            if val is None and tb is None:
+                return self._seen(await self._chunks.athrow(typ))
+            return self._seen(await self._chunks.athrow(typ, val, tb))
+        except BaseException:
+            await self._count()
+            raise
+
+    async def aclose(self) -> None:
+        try:
+            await self._chunks.aclose()
+        finally:
+            await self._count()
 
 
 async def _record_failure(d: Deployment, error: ProviderError) -> bool:
@@ -261,8 +444,22 @@ def _attempt(d: Deployment, outcome: str, **kwargs: Any) -> Attempt:
 # --- execution -------------------------------------------------------------------------------
 
 
+class AttemptGuard(Protocol):
+    """Asked before the first call to each deployment (e.g. whether a budget can cover it): a
+    reason to skip it, or None. ``refusal`` is what to raise when it alone left no deployment."""
+
+    refusal: Exception | None
+
+    async def __call__(self, deployment: Deployment) -> str | None: ...
+
+
 async def _walk(
-    plan: list[Deployment], request: ChatRequest, deadline: float, *, stream: bool
+    plan: list[Deployment],
+    request: ChatRequest,
+    deadline: float,
+    *,
+    stream: bool,
+    guard: AttemptGuard | None = None,
 ) -> Completed | OpenStream:
     """Try the plan in order; return the first answer (or opened stream)."""
     attempts: list[Attempt] = []
@@ -274,8 +471,11 @@ async def _walk(
             attempts=attempts,
         )
     gw = settings.GATEWAY
-    needed = estimate_tokens(request) + (request.max_tokens or 0)
-    unavailable = await _unavailable(plan)
+    prompt_tokens = estimate_tokens(request)
+    needs = needs_for(prompt_tokens, request.max_tokens)
+    needed = needs[TOKENS]
+    state = await _read_plan_state(plan)
+    unavailable = state.reasons
     last_error: ProviderError | None = None
     for d in plan:
         reason = unavailable.get(d.id)
@@ -283,12 +483,17 @@ async def _walk(
             reason = "provider has no API key configured"
         if reason is None and needed > d.context_window:
             reason = f"context window {d.context_window} < ~{needed} tokens needed"
+        if reason is None and (blocked := _quota_block(d, state, needs, time.time())):
+            attempts.append(_quota_skip(d, blocked))
+            continue
         if (
             reason is None
             and d.max_concurrent
             and _in_flight.get(d.provider_id, 0) >= d.max_concurrent
         ):
             reason = "provider at its concurrency limit"
+        if reason is None and guard is not None:
+            reason = await guard(d)
         if reason is not None:
             attempts.append(_attempt(d, "skipped", detail=reason))
             continue
@@ -302,6 +507,17 @@ async def _walk(
                     http_status=504,
                     attempts=attempts,
                 )
+            if _has_daily_quota(d):
+                refused = await quotas.admit_call(
+                    d.provider_id,
+                    request_quota=d.daily_request_quota,
+                    token_quota=d.daily_token_quota,
+                    tokens_needed=needed,
+                )
+                if refused is not None:
+                    state.refused[d.provider_id] = refused
+                    attempts.append(_quota_skip(d, refused))
+                    break
             target = d.target
             if target.total_timeout > remaining:
                 target = replace(target, total_timeout=remaining)
@@ -331,12 +547,25 @@ async def _walk(
                     attempts.append(attempt)
                     await _record_success(d, elapsed)
                     metrics.UPSTREAM_ATTEMPTS.labels(d.provider_name, "ok").inc()
+                    if first.rate_limits is not None:
+                        await _record_rate_limits(d, first.rate_limits, state)
+                    if d.daily_token_quota is not None:
+                        chunks = _TokenCountingStream(chunks, first, d, prompt_tokens)
                     return OpenStream(d, first, chunks, attempts, attempt)
                 result = await adapter.complete(request, target)
                 elapsed = time.monotonic() - started
                 attempts.append(_attempt(d, "ok", latency_ms=int(elapsed * 1000)))
                 await _record_success(d, elapsed)
                 metrics.UPSTREAM_ATTEMPTS.labels(d.provider_name, "ok").inc()
+                if result.rate_limits is not None:
+                    await _record_rate_limits(d, result.rate_limits, state)
+                if d.daily_token_quota is not None:
+                    usage = result.usage
+                    await quotas.add_tokens(
+                        d.provider_id,
+                        usage.input_tokens + usage.output_tokens
+                        or prompt_tokens + len(result.text) // 4,
+                    )
                 return Completed(result, d, attempts)
             except ProviderError as error:
                 last_error = error
@@ -351,6 +580,8 @@ async def _walk(
                     )
                 )
                 metrics.UPSTREAM_ATTEMPTS.labels(d.provider_name, str(error.error_class)).inc()
+                if error.rate_limits is not None:
+                    await _record_rate_limits(d, error.rate_limits, state)
                 if error.error_class == ErrorClass.BAD_REQUEST:
                     # The request itself is at fault: every other model would refuse it too.
                     raise RoutingError(
@@ -359,6 +590,21 @@ async def _walk(
                         http_status=400,
                         attempts=attempts,
                     ) from error
+                now = time.time()
+                if (
+                    error.error_class == ErrorClass.RATE_LIMITED
+                    and error.rate_limits is not None
+                    and (spent := _upstream_block(d, state, needs, now)) is not None
+                ):
+                    # A spent quota, as its headers say: not a failure of the deployment (no
+                    # circuit breaker count) and no retry before its reset; the next one answers.
+                    # A longer Retry-After still cools it down, as for any 429 (ADR 0002).
+                    wait = error.retry_after
+                    if wait and wait > gw["RETRY_AFTER_CAP_S"] and now + wait > spent[0] + 1:
+                        await shared_state().aset(
+                            deployment_cool_key(d.id), "1", min(wait, gw["MAX_COOLDOWN_S"])
+                        )
+                    break
                 cooled = await _record_failure(d, error)
                 if error.permanent or cooled or retry >= gw["MAX_RETRIES"]:
                     break
@@ -370,11 +616,13 @@ async def _walk(
                 await asyncio.sleep(delay)
             finally:
                 _in_flight[d.provider_id] -= 1
-    tried = [a for a in attempts if a.outcome != "skipped"]
+    tried = [a for a in attempts if a.outcome not in ("skipped", "quota_exhausted")]
+    if not tried and guard is not None and guard.refusal is not None:
+        raise guard.refusal
     if not tried:
         raise RoutingError(
             "Every model that could serve this request is unavailable right now "
-            "(cooling down, unhealthy or without credentials).",
+            "(cooling down, unhealthy, without credentials or out of quota).",
             code="no_available_model",
             http_status=503,
             attempts=attempts,
@@ -388,18 +636,28 @@ async def _walk(
     )
 
 
-async def complete(plan: list[Deployment], request: ChatRequest, *, deadline: float) -> Completed:
+async def complete(
+    plan: list[Deployment],
+    request: ChatRequest,
+    *,
+    deadline: float,
+    guard: AttemptGuard | None = None,
+) -> Completed:
     """A whole answer from the first deployment of the plan that gives one."""
-    outcome = await _walk(plan, request, deadline, stream=False)
+    outcome = await _walk(plan, request, deadline, stream=False, guard=guard)
     assert isinstance(outcome, Completed)
     return outcome
 
 
 async def open_stream(
-    plan: list[Deployment], request: ChatRequest, *, deadline: float
+    plan: list[Deployment],
+    request: ChatRequest,
+    *,
+    deadline: float,
+    guard: AttemptGuard | None = None,
 ) -> OpenStream:
     """A stream from the first deployment that sends a first chunk; later failures are final."""
-    outcome = await _walk(plan, request, deadline, stream=True)
+    outcome = await _walk(plan, request, deadline, stream=True, guard=guard)
     assert isinstance(outcome, OpenStream)
     return outcome
 

@@ -16,13 +16,16 @@ from typing import Any
 from django.conf import settings
 from django.utils import timezone
 
+from agents.limits import Admission, LimitExceeded, admit
 from agents.selectors import Caller
 from learning.validators import AnswerContext, Confidence, ValidatorSetting, score_answer
 from providers.base import ChatRequest, ChatResult, Usage
 from providers.models import TIER_ORDER
 
+from . import cache as response_cache
 from . import metrics, router
 from .audit import audit_writer
+from .cache import RequestCache
 from .classify import Classification, classify
 from .config import Deployment, RouteChoice, RoutingSnapshot, current_snapshot
 
@@ -56,6 +59,10 @@ class CompletionJob:
     classification: Classification | None = None
     # What is sent upstream: the caller's messages, after the task type's prompt template.
     upstream_chat: ChatRequest | None = None
+    # The request's place in its caller's rate limits and budgets, settled when it ends.
+    admission: Admission | None = None
+    # What the request asked of the response cache, and what came of it (routing/cache.py).
+    cache: RequestCache = field(default_factory=RequestCache)
 
     @property
     def request(self) -> ChatRequest:
@@ -90,6 +97,9 @@ async def _plan(job: CompletionJob) -> tuple[RoutingSnapshot, list[Deployment]]:
     prefix = snapshot.prompt_prefixes.get(job.task_type)
     if prefix:
         job.upstream_chat = replace(job.chat, messages=prefix + job.chat.messages)
+    _check_allowed(job.caller, model=model, tier=tier, requested=job.requested_model)
+    if await response_cache.lookup(job, snapshot, model=model, tier=tier) is not None:
+        return snapshot, []  # answered from the response cache (job.cache.hit): nothing to route
     choice = router.route_choice_for(snapshot, task_type=job.task_type, caller=job.caller.agent)
     if (
         settings.GATEWAY["EXPLORATION"]
@@ -106,7 +116,109 @@ async def _plan(job: CompletionJob) -> tuple[RoutingSnapshot, list[Deployment]]:
         if start != choice.start_tier:
             job.metadata["exploration"] = {"from": choice.start_tier, "to": start}
             choice = RouteChoice(start_tier=start)
-    return snapshot, router.plan_route(snapshot, choice=choice, tier=tier, model=model)
+    plan = router.plan_route(snapshot, choice=choice, tier=tier, model=model)
+    allowed = job.caller.allowed_tiers
+    if allowed:
+        plan = [d for d in plan if d.tier in allowed]
+        if not plan:
+            raise NotAllowed(
+                f"This agent may only use the tier(s) {', '.join(sorted(allowed))}; "
+                "none of them can answer this request.",
+                param="model",
+            )
+    return snapshot, plan
+
+
+class NotAllowed(Exception):
+    """The caller's profile does not allow this request (HTTP 403)."""
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+
+
+def _check_allowed(caller: Caller, *, model: str, tier: str, requested: str) -> None:
+    """A caller limited to some models may name only those (or their tiers, when listed)."""
+    if not caller.allowed_models or not requested or requested == AUTO_MODEL:
+        return
+    if requested not in caller.allowed_models:
+        raise NotAllowed(
+            f"This agent may not use the model '{requested}'; allowed: "
+            f"{', '.join(sorted(caller.allowed_models))}.",
+            param="model",
+        )
+
+
+async def _admit(job: CompletionJob, plan: list[Deployment], *, cached: bool = False) -> None:
+    """Count the request against its caller's limits and reserve its worst-case cost."""
+    caller = job.caller
+    if cached:
+        if caller.rpm_limit:
+            job.admission = await admit(caller, tokens=0, worst_cost_usd=0, cached=True)
+        return
+    if not caller.budgets and not caller.rpm_limit and not caller.tpm_limit:
+        return
+    request = job.request
+    if caller.budgets and request.max_tokens is None:
+        # Capped, so the reservation below is a true worst case.
+        job.upstream_chat = replace(
+            request, max_tokens=settings.GATEWAY["BUDGET_MAX_OUTPUT_TOKENS"]
+        )
+        request = job.request
+    # The first deployment's worst case is reserved with the rate limits, in one step; the
+    # router's guard reserves more before it calls a dearer one (a fallback, an escalation).
+    first_cost = _worst_case_usd(job, plan[0]) if caller.budgets and plan else 0.0
+    job.admission = await admit(
+        caller,
+        tokens=router.estimate_tokens(request) + (request.max_tokens or 0),
+        worst_cost_usd=first_cost,
+    )
+
+
+def _worst_case_usd(job: CompletionJob, deployment: Deployment) -> float:
+    """The most one call can cost: the prompt's bytes as tokens (a token is at least a byte)
+    and ``max_tokens`` of output."""
+    request = job.request
+    max_out = request.max_tokens or settings.GATEWAY["BUDGET_MAX_OUTPUT_TOKENS"]
+    return deployment.cost_usd(_prompt_bytes(request), max_out)
+
+
+def _prompt_bytes(request: ChatRequest) -> int:
+    return sum(len(m.content.encode()) + 8 for m in request.messages)
+
+
+def budget_guard(job: CompletionJob) -> router.AttemptGuard | None:
+    """The router's check of the caller's budgets before each upstream call."""
+    if job.admission is None:
+        return None
+    request = job.request
+    max_out = request.max_tokens or settings.GATEWAY["BUDGET_MAX_OUTPUT_TOKENS"]
+    return job.admission.guard(_prompt_bytes(request), max_out)
+
+
+async def _plan_and_admit(job: CompletionJob) -> tuple[RoutingSnapshot, list[Deployment]]:
+    """Plan the route and admit the request; a refusal is audited like any failed request."""
+    try:
+        snapshot, plan = await _plan(job)
+        # A cached answer counts as a request, but costs nothing and calls no upstream.
+        await _admit(job, plan, cached=job.cache.hit is not None)
+    except router.RoutingError as exc:
+        audit_failed(job, exc.http_status, exc.message, [a.as_dict() for a in exc.attempts])
+        raise
+    except NotAllowed as exc:
+        audit_failed(job, 403, exc.message, [])
+        raise
+    except LimitExceeded as exc:
+        audit_failed(job, 429, exc.message, [])
+        raise
+    return snapshot, plan
+
+
+async def settle(job: CompletionJob, *, cost_usd: float, tokens: int) -> None:
+    """Replace the request's reservation by what it really cost (safe to call twice)."""
+    if job.admission is not None:
+        await job.admission.settle(cost_usd=cost_usd, tokens=tokens)
 
 
 @dataclass(slots=True)
@@ -172,11 +284,25 @@ async def completion_run(job: CompletionJob) -> Outcome:
 
     Failures are audited here; successes by ``audit_completed`` once the view has its answer.
     """
+    snapshot, plan = await _plan_and_admit(job)
+    if job.cache.hit is not None:
+        return job.cache.hit
+    outcome: Outcome | None = None
     try:
-        snapshot, plan = await _plan(job)
-    except router.RoutingError as exc:
-        audit_failed(job, exc.http_status, exc.message, [a.as_dict() for a in exc.attempts])
-        raise
+        outcome = await _completion_attempts(job, snapshot, plan)
+        return outcome
+    finally:
+        if outcome is None:
+            await settle(job, cost_usd=0.0, tokens=0)
+        else:
+            await settle(
+                job, cost_usd=outcome.cost_usd, tokens=outcome.tokens_in + outcome.tokens_out
+            )
+
+
+async def _completion_attempts(
+    job: CompletionJob, snapshot: RoutingSnapshot, plan: list[Deployment]
+) -> Outcome:
     gate = snapshot.gate_for(job.task_type)
     checks = snapshot.validators_for(job.task_type)
     second = _second_opinion_task(snapshot, job, checks)
@@ -185,9 +311,18 @@ async def completion_run(job: CompletionJob) -> Outcome:
     cost = 0.0
     tokens_in = tokens_out = 0
     escalations = 0
+    guard = budget_guard(job)
     while True:
         try:
-            done = await router.complete(plan, job.request, deadline=job.deadline)
+            done = await router.complete(plan, job.request, deadline=job.deadline, guard=guard)
+        except LimitExceeded as exc:
+            # The budget cannot cover any deployment left: refused, or no escalation.
+            if best is None:
+                if second is not None:
+                    second.cancel()
+                audit_failed(job, 429, exc.message, attempts)
+                raise
+            break
         except router.RoutingError as exc:
             attempts.extend(a.as_dict() for a in exc.attempts)
             if best is None:
@@ -201,6 +336,8 @@ async def completion_run(job: CompletionJob) -> Outcome:
         usage = estimate_usage(job, done.result.text, done.result.usage)
         spent = done.deployment.cost_usd(usage.input_tokens, usage.output_tokens)
         cost += spent
+        if job.admission is not None:
+            job.admission.commit(spent)
         tokens_in += usage.input_tokens
         tokens_out += usage.output_tokens
         opinion = None
@@ -231,6 +368,8 @@ async def completion_run(job: CompletionJob) -> Outcome:
             break
         next_tier = TIER_ORDER[TIER_ORDER.index(done.deployment.tier) + 1]
         plan = router.plan_route(snapshot, choice=RouteChoice(start_tier=next_tier))
+        if job.caller.allowed_tiers:
+            plan = [d for d in plan if d.tier in job.caller.allowed_tiers]
         if not plan:
             break  # nothing bigger is configured: the answer in hand is the best there is
         escalations += 1
@@ -252,11 +391,24 @@ async def completion_run(job: CompletionJob) -> Outcome:
 
 async def completion_stream_open(job: CompletionJob) -> tuple[router.OpenStream, RoutingSnapshot]:
     """Route a streaming request up to its first chunk (streams are scored at their end)."""
+    snapshot, plan = await _plan_and_admit(job)
+    if job.cache.hit is not None:
+        return response_cache.replay(job.cache.hit), snapshot
     try:
-        snapshot, plan = await _plan(job)
-        return await router.open_stream(plan, job.request, deadline=job.deadline), snapshot
+        opened = await router.open_stream(
+            plan, job.request, deadline=job.deadline, guard=budget_guard(job)
+        )
+        return opened, snapshot
     except router.RoutingError as exc:
+        await settle(job, cost_usd=0.0, tokens=0)
         audit_failed(job, exc.http_status, exc.message, [a.as_dict() for a in exc.attempts])
+        raise
+    except LimitExceeded as exc:
+        await settle(job, cost_usd=0.0, tokens=0)
+        audit_failed(job, 429, exc.message, [])
+        raise
+    except BaseException:
+        await settle(job, cost_usd=0.0, tokens=0)
         raise
 
 
@@ -271,6 +423,8 @@ def stream_outcome(
     interrupted: bool,
 ) -> Outcome:
     """Score and gate a finished stream; it cannot be escalated, so low scores go to review."""
+    if job.cache.hit is not None:
+        return job.cache.hit  # a replayed cached answer keeps the gate of its source
     gate = snapshot.gate_for(job.task_type)
     confidence = score_answer(
         answer_context(job, output, finish_reason, interrupted=interrupted),
@@ -308,6 +462,7 @@ def _base_row(job: CompletionJob) -> dict[str, Any]:
         "caller": job.declared_caller or job.caller.agent,
         "agent": job.caller.agent,
         "api_key_prefix": job.caller.key_prefix,
+        "project": job.caller.project,  # for the spend rollups; not an audit column
         "task_type": job.task_type,
         "requested_model": job.requested_model or job.tier,
         "stream": job.stream,
@@ -354,12 +509,15 @@ def audit_completed(
     )
     if outcome.review_reason:
         row["review_reason"] = outcome.review_reason
+    # A hit's record is marked as one; an approved answer is cached (after the response).
+    response_cache.completed(job, outcome, status, row)
     audit_writer.submit(row)
     model = best.deployment.public_name
     metrics.REQUESTS.labels(job.endpoint, status).inc()
     metrics.GATE_STATUS.labels(status).inc()
-    metrics.TOKENS.labels(model, "in").inc(outcome.tokens_in)
-    metrics.TOKENS.labels(model, "out").inc(outcome.tokens_out)
+    if job.cache.hit is None:  # a cached answer took no model's tokens
+        metrics.TOKENS.labels(model, "in").inc(outcome.tokens_in)
+        metrics.TOKENS.labels(model, "out").inc(outcome.tokens_out)
     if outcome.cost_usd:
         metrics.COST.labels(model).inc(outcome.cost_usd)
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,8 @@ def _test_tunables() -> None:
             "API_KEY_CACHE_S": 0,
             # Routing must be deterministic in tests; the exploration test turns it on.
             "EXPLORATION": False,
+            # Tests repeat identical requests and count upstream calls; the cache tests turn it on.
+            "CACHE_ENABLED": False,
         }
     )
 
@@ -198,3 +201,60 @@ def gateway(
     yield gateway_server
     gateway_server.flush_audit()
     reset_gateway_state()
+
+
+# --- gateway processes, as operators run them ----------------------------------------------
+
+
+def test_database_url() -> str:
+    """A DATABASE_URL naming the test database this session created."""
+    from django.db import connection
+
+    name = connection.settings_dict["NAME"]
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{name}"
+    user = connection.settings_dict.get("USER") or "postgres"
+    host = connection.settings_dict.get("HOST") or "127.0.0.1"
+    port = connection.settings_dict.get("PORT") or 5432
+    return f"postgres://{user}@{host}:{port}/{name}"
+
+
+test_database_url.__test__ = False  # type: ignore[attr-defined]  # a helper, not a test
+
+
+@pytest.fixture
+def start_gateway(gateway) -> Iterator[Callable[..., tuple[subprocess.Popen[bytes], str]]]:
+    """Start gateway processes (uvicorn, as in production) on the test database."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start(**extra_env: str) -> tuple[subprocess.Popen[bytes], str]:
+        port = free_port()
+        env = {
+            **os.environ,
+            "DATABASE_URL": test_database_url(),
+            "GATEWAY_HEALTH_CHECK_INTERVAL_S": "0",
+            "GATEWAY_CONFIG_CHECK_INTERVAL_S": "0",
+            "GATEWAY_API_KEY_CACHE_S": "0",
+            "GATEWAY_BACKOFF_BASE_S": "0.01",
+            "GATEWAY_CACHE_ENABLED": "0",  # as in this process (conftest); a test may turn it on
+            "GATEWAY_EXPLORATION": "0",  # deterministic routing, as in this process
+            "LOG_LEVEL": "WARNING",
+            **extra_env,
+        }
+        if settings.REDIS_URL and "REDIS_URL" not in extra_env:
+            env["REDIS_URL"] = settings.REDIS_URL
+        process = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "gateway_project.asgi:application",
+             "--host", "127.0.0.1", "--port", str(port), "--lifespan", "on", "--no-access-log"],
+            cwd=ROOT, env=env,
+        )  # fmt: skip
+        started.append(process)
+        url = f"http://127.0.0.1:{port}"
+        wait_until_up(f"{url}/health/ready", timeout=30)
+        return process, url
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

@@ -3,7 +3,8 @@
 Timeouts, the status/exception → :class:`ProviderError` table, Retry-After parsing, the line and
 SSE readers and the two request shapes every adapter uses (one JSON POST, one streamed POST), on
 the process's shared :class:`aiohttp.ClientSession` (ADR 0005). Keeping them here means the four
-wire-protocol modules only describe their protocol.
+wire-protocol modules only describe their protocol. Both request shapes hand back what the
+upstream's rate-limit headers say (``providers.ratelimits``, ADR 0011).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import math
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import aclosing
+from dataclasses import replace
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from functools import lru_cache
@@ -24,6 +26,7 @@ from aiohttp.http_exceptions import ContentEncodingError, LineTooLong
 from multidict import CIMultiDict, CIMultiDictProxy, MultiMapping
 
 from providers.base import ErrorClass, ProviderError, StreamChunk, Target
+from providers.ratelimits import RateLimits, parse_rate_limits
 
 MAX_ERROR_TEXT = 300
 """Upstream error text is cut to this many characters before it reaches a ProviderError."""
@@ -223,6 +226,7 @@ def error_from_response(
         permanent=permanent,
         status_code=status,
         retry_after=retry_after,
+        rate_limits=parse_rate_limits(headers),
     )
 
 
@@ -344,8 +348,9 @@ async def post_json(
     target: Target,
     label: str,
     on_http_error: ErrorHook | None = None,
-) -> dict[str, Any]:
-    """POST a JSON body and return the decoded JSON object of a 2xx answer.
+) -> tuple[dict[str, Any], RateLimits | None]:
+    """POST a JSON body; return the decoded JSON object of a 2xx answer and the rate limits its
+    headers report (None when they report none).
 
     The whole call (connect, upload, wait, download) is bounded by ``target.total_timeout``.
     """
@@ -385,7 +390,7 @@ async def post_json(
         raise malformed(label, "body is not JSON") from None
     if not isinstance(data, dict):
         raise malformed(label, "body is not a JSON object")
-    return data
+    return data, parse_rate_limits(response.headers)
 
 
 async def stream_chunks(
@@ -404,7 +409,8 @@ async def stream_chunks(
     The response is released on every path, including a consumer that stops early (``aclose()`` on
     this generator); an unfinished body closes its connection rather than going back to the pool.
     Errors before the first yielded chunk keep their own class so the router can fall over; after
-    it they all become STREAM_INTERRUPTED. The total deadline is the router's.
+    it they all become STREAM_INTERRUPTED. The total deadline is the router's. The first chunk
+    carries the rate limits the response headers report.
     """
     started = False
     response: aiohttp.ClientResponse | None = None
@@ -424,8 +430,11 @@ async def stream_chunks(
                     status, response.headers, body, label=label, api_key=target.api_key
                 )
                 raise on_http_error(error) if on_http_error else error
+            limits = parse_rate_limits(response.headers)
             async with aclosing(parse(response)) as chunks:
                 async for chunk in chunks:
+                    if limits is not None:
+                        chunk, limits = replace(chunk, rate_limits=limits), None
                     started = True
                     yield chunk
     except ProviderError as exc:

@@ -130,7 +130,7 @@ class AnthropicAdapter:
 
     async def complete(self, request: ChatRequest, target: Target) -> ChatResult:
         """Send a non-streaming message request and return the whole answer."""
-        data = await post_json(
+        data, limits = await post_json(
             self._session,
             f"{strip_base(target.base_url)}/v1/messages",
             payload=self._payload(request, target, stream=False),
@@ -151,6 +151,7 @@ class AnthropicAdapter:
                     output_tokens=int(usage.get("output_tokens") or 0),
                 ),
                 upstream_model=data.get("model") or target.upstream_model,
+                rate_limits=limits,
             )
         except (KeyError, TypeError, AttributeError, ValueError) as exc:
             raise malformed(self.label, f"unexpected body ({type(exc).__name__})") from exc

@@ -156,7 +156,7 @@ class GeminiAdapter:
 
     async def complete(self, request: ChatRequest, target: Target) -> ChatResult:
         """Call ``generateContent`` and return the whole answer."""
-        data = await post_json(
+        data, limits = await post_json(
             self._session,
             self._model_url(target, "generateContent"),
             payload=self._payload(request),
@@ -174,6 +174,7 @@ class GeminiAdapter:
                 finish_reason=finish or "stop",
                 usage=_usage(data.get("usageMetadata")) or Usage(),
                 upstream_model=data.get("modelVersion") or target.upstream_model,
+                rate_limits=limits,
             )
         except (KeyError, IndexError, TypeError, AttributeError, ValueError) as exc:
             raise malformed(self.label, f"unexpected body ({type(exc).__name__})") from exc

@@ -93,7 +93,7 @@ class OllamaAdapter:
 
     async def complete(self, request: ChatRequest, target: Target) -> ChatResult:
         """Send a non-streaming chat request and return the whole answer."""
-        data = await post_json(
+        data, limits = await post_json(
             self._session,
             f"{strip_base(target.base_url)}/api/chat",
             payload=self._payload(request, target, stream=False),
@@ -109,6 +109,7 @@ class OllamaAdapter:
                 finish_reason=_finish(data.get("done_reason")),
                 usage=_usage(data),
                 upstream_model=data.get("model") or target.upstream_model,
+                rate_limits=limits,
             )
         except (KeyError, TypeError, AttributeError, ValueError) as exc:
             raise malformed(self.label, f"unexpected body ({type(exc).__name__})") from exc

@@ -84,7 +84,7 @@ class OpenAICompatibleAdapter:
 
     async def complete(self, request: ChatRequest, target: Target) -> ChatResult:
         """Send a non-streaming completion and return the whole answer."""
-        data = await post_json(
+        data, limits = await post_json(
             self._session,
             f"{strip_base(target.base_url)}/chat/completions",
             payload=self._payload(request, target, stream=False),
@@ -102,6 +102,7 @@ class OpenAICompatibleAdapter:
                 finish_reason=_finish(choice.get("finish_reason")),
                 usage=_usage(data.get("usage")) or Usage(),
                 upstream_model=data.get("model") or target.upstream_model,
+                rate_limits=limits,
             )
         except (KeyError, IndexError, TypeError, AttributeError, ValueError) as exc:
             raise malformed(self.label, f"unexpected body ({type(exc).__name__})") from exc

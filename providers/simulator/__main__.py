@@ -32,7 +32,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=(
             f"configure a model; repeatable. Knobs: {', '.join(KNOB_NAMES)}. wrong_rate (share "
             "of plausibly wrong good answers) is a rate (0.1) or rates per topic, first topic "
-            "in the question wins, * otherwise: python:0.5/summarize:0.02/*:0.1"
+            "in the question wins, * otherwise: python:0.5/summarize:0.02/*:0.1. "
+            "ratelimit_requests / ratelimit_tokens give the model a rate limit (refilled over "
+            "ratelimit_window_s, 60; ratelimit_style openai or cerebras) that its OpenAI and "
+            "Anthropic answers report in rate-limit headers, answering 429 once it is spent"
         ),
     )
     parser.add_argument(

@@ -9,12 +9,12 @@ One process speaks four dialects side by side:
   (SSE with ``?alt=sse``, otherwise a streamed JSON array), ``GET /v1beta/models``
 
 Behaviour is steered by *knobs* (latency, errors, broken streams, answer style, a share of
-plausibly wrong answers...), set per model at start, through the control API under ``/_sim/``, or
-per request with a ``[[sim key=value]]`` directive inside any message. Answers are deterministic,
-except that ``wrong_rate`` draws per request whether a good answer is the wrong variant
-(``answers.is_wrong`` tells). The module never imports Django so it can run standalone; it is
-the baseline the gateway is benchmarked against, so the request path avoids logging and
-per-request work that can be done once.
+plausibly wrong answers, rate limits reported in the providers' headers...), set per model at start,
+through the control API under ``/_sim/``, or per request with a ``[[sim key=value]]`` directive
+inside any message. Answers are deterministic, except that ``wrong_rate`` draws per request
+whether a good answer is the wrong variant (``answers.is_wrong`` tells). The module never imports
+Django so it can run standalone; it is the baseline the gateway is benchmarked against, so the
+request path avoids logging and per-request work that can be done once.
 """
 
 from __future__ import annotations
@@ -84,6 +84,14 @@ class Knobs:
     json: str | None = None
     reply: str | None = None
     words: int = answers.DEFAULT_WORDS
+    # A rate limit of the model: this many requests / tokens, refilled steadily over
+    # ratelimit_window_s (style "openai"; "cerebras": a fixed window that starts over). Reported
+    # in the OpenAI and Anthropic dialects' rate-limit headers; only a request that finds it
+    # already spent gets a 429 (in every dialect).
+    ratelimit_requests: int | None = None
+    ratelimit_tokens: int | None = None
+    ratelimit_window_s: float = 60.0
+    ratelimit_style: str = "openai"
 
     @property
     def first_delay_ms(self) -> int:
@@ -135,6 +143,19 @@ def _as_seconds(name: str, value: object) -> str:
     if seconds < 0:
         raise KnobError(f"{name} must not be negative")
     return str(int(seconds)) if seconds.is_integer() else str(seconds)
+
+
+def _as_positive(name: str, value: object) -> float:
+    try:
+        number = float(str(value))
+    except ValueError:
+        raise KnobError(f"{name} must be a number, got {value!r}") from None
+    if not number > 0 or not math.isfinite(number):
+        raise KnobError(f"{name} must be a positive number, got {value!r}")
+    return number
+
+
+RATELIMIT_STYLES: Final = ("openai", "cerebras")
 
 
 def _as_rate(name: str, value: object) -> float:
@@ -205,8 +226,12 @@ def _convert(name: str, value: object, *, decode: bool) -> object:
     """Validate one knob and convert it to its typed value."""
     if name in ("latency_ms", "ttft_ms", "token_interval_ms", "fail_times", "reset_after_chunks"):
         return _as_int(name, value, 0)
-    if name in ("chunk_words", "words"):
+    if name in ("chunk_words", "words", "ratelimit_requests", "ratelimit_tokens"):
         return _as_int(name, value, 1)
+    if name == "ratelimit_window_s":
+        return _as_positive(name, value)
+    if name == "ratelimit_style":
+        return _as_choice(name, value, RATELIMIT_STYLES)
     if name == "status":
         return _as_int(name, value, 100, 599)
     if name == "retry_after":
@@ -399,6 +424,81 @@ def _status_message(status: int) -> str:
 
 
 # --------------------------------------------------------------------------------------------
+# Rate limits
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Budget:
+    """One simulated rate limit of a model: ``capacity`` units that refill steadily over
+    ``window`` seconds (a token bucket, as OpenAI, Groq and Anthropic describe theirs), or, when
+    ``fixed``, come back all at once when the window starts over (Cerebras' per-day windows)."""
+
+    capacity: int
+    window: float
+    fixed: bool
+    level: float
+    since: float  # monotonic: last refill (bucket) or start of the window (fixed)
+
+    def refresh(self, now: float) -> None:
+        if self.fixed:
+            if now - self.since >= self.window:
+                elapsed_windows = (now - self.since) // self.window
+                self.since += elapsed_windows * self.window
+                self.level = float(self.capacity)
+        else:
+            refill = (now - self.since) * self.capacity / self.window
+            self.level = min(float(self.capacity), self.level + refill)
+            self.since = now
+
+    @property
+    def remaining(self) -> int:
+        return max(0, math.floor(self.level + 1e-9))
+
+    def reset_in(self, now: float) -> float:
+        """Seconds until the budget is whole again (bucket) or starts over (fixed)."""
+        if self.fixed:
+            return max(0.0, self.since + self.window - now)
+        return (self.capacity - self.level) * self.window / self.capacity
+
+    def available_in(self, now: float) -> float:
+        """Seconds until one unit is available."""
+        if self.level >= 1:
+            return 0.0
+        if self.fixed:
+            return self.reset_in(now)
+        return (1 - self.level) * self.window / self.capacity
+
+    def take(self, amount: int) -> None:
+        # Never below zero: what one answer overdraws is forgiven, so what the headers say is
+        # never more than what the next request finds.
+        self.level = max(0.0, self.level - amount)
+
+
+def go_duration(seconds: float) -> str:
+    """A Go-style duration as OpenAI writes resets (``20ms``, ``1.5s``, ``6m0s``), rounded up to
+    the millisecond so a client that trusts it is never early."""
+    ms = math.ceil(seconds * 1000 - 1e-6)
+    if ms < 1000:
+        return f"{ms}ms"
+    hours, rest = divmod(ms, 3_600_000)
+    minutes, rest = divmod(rest, 60_000)
+    secs = f"{rest / 1000:.3f}".rstrip("0").rstrip(".")
+    if hours:
+        return f"{hours}h{minutes}m{secs}s"
+    if minutes:
+        return f"{minutes}m{secs}s"
+    return f"{secs}s"
+
+
+def rfc3339_after(seconds: float) -> str:
+    """The wall-clock time ``seconds`` from now, rounded up to the second, as Anthropic writes
+    resets."""
+    when = datetime.fromtimestamp(math.ceil(time.time() + seconds), UTC)
+    return when.isoformat().replace("+00:00", "Z")
+
+
+# --------------------------------------------------------------------------------------------
 # Dialects: one per wire protocol
 # --------------------------------------------------------------------------------------------
 
@@ -428,14 +528,27 @@ class Dialect:
         raise NotImplementedError
 
     def error(
-        self, status: int, message: str | None = None, retry_after: str | None = None
+        self,
+        status: int,
+        message: str | None = None,
+        retry_after: str | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> web.Response:
         """An HTTP error response in this dialect's format."""
         body = orjson.dumps(self.error_payload(status, message or _status_message(status)))
-        headers = {"Retry-After": retry_after} if retry_after is not None else None
+        extra = dict(headers or {})
+        if retry_after is not None:
+            extra["Retry-After"] = retry_after
         return web.Response(
-            status=status, body=body, content_type="application/json", headers=headers
+            status=status, body=body, content_type="application/json", headers=extra or None
         )
+
+    def ratelimit_headers(
+        self, budgets: Mapping[str, Budget], style: str, now: float
+    ) -> dict[str, str]:
+        """The rate-limit headers this provider sends ("requests"/"tokens" budgets); none by
+        default (Ollama and Gemini send none)."""
+        return {}
 
     def broken_stream(self, done: Completion, deltas: list[str]) -> bytes:
         """A stream whose first data frame is cut in the middle of its JSON, then nothing."""
@@ -454,6 +567,22 @@ class OpenAI(Dialect):
     """OpenAI Chat Completions."""
 
     name = "openai"
+
+    def ratelimit_headers(
+        self, budgets: Mapping[str, Budget], style: str, now: float
+    ) -> dict[str, str]:
+        headers: dict[str, str] = {}
+        for kind, budget in budgets.items():
+            if style == "cerebras":
+                # Cerebras names the window and gives the reset in seconds.
+                suffix = "-day" if kind == "requests" else "-minute"
+                reset = f"{budget.reset_in(now) + 1e-6:.6f}"
+            else:
+                suffix, reset = "", go_duration(budget.reset_in(now))
+            headers[f"x-ratelimit-limit-{kind}{suffix}"] = str(budget.capacity)
+            headers[f"x-ratelimit-remaining-{kind}{suffix}"] = str(budget.remaining)
+            headers[f"x-ratelimit-reset-{kind}{suffix}"] = reset
+        return headers
 
     def parse(self, body: Mapping[str, Any], request: web.Request) -> Chat:
         messages = [
@@ -606,6 +735,16 @@ class Anthropic(Dialect):
     """Anthropic Messages API."""
 
     name = "anthropic"
+
+    def ratelimit_headers(
+        self, budgets: Mapping[str, Budget], style: str, now: float
+    ) -> dict[str, str]:
+        headers: dict[str, str] = {}
+        for kind, budget in budgets.items():
+            headers[f"anthropic-ratelimit-{kind}-limit"] = str(budget.capacity)
+            headers[f"anthropic-ratelimit-{kind}-remaining"] = str(budget.remaining)
+            headers[f"anthropic-ratelimit-{kind}-reset"] = rfc3339_after(budget.reset_in(now))
+        return headers
 
     def parse(self, body: Mapping[str, Any], request: web.Request) -> Chat:
         if "max_tokens" not in body:
@@ -870,6 +1009,9 @@ class Simulator:
         self.failures: Counter[str] = Counter()
         self.calls: Counter[str] = Counter()
         self.wrong: Counter[str] = Counter()  # plausibly wrong answers served, per model
+        self.rate_limited: Counter[str] = Counter()  # 429 answers, per model
+        # Per model: the knobs its budgets were made for, and its "requests"/"tokens" budgets.
+        self.budgets: dict[str, tuple[tuple[object, ...], dict[str, Budget]]] = {}
         self.by_protocol: dict[str, int] = dict.fromkeys(PROTOCOLS, 0)
         self.seen: set[str] = set()
 
@@ -879,12 +1021,14 @@ class Simulator:
         self.configs[model] = config
         self._knobs[model] = _make_knobs(config)
         self.failures.pop(model, None)
+        self.budgets.pop(model, None)
         return config
 
     def unconfigure(self, model: str) -> bool:
         """Forget ``model``'s config; returns whether there was one."""
         self._knobs.pop(model, None)
         self.failures.pop(model, None)
+        self.budgets.pop(model, None)
         return self.configs.pop(model, None) is not None
 
     def knobs_for(self, model: str, overrides: Mapping[str, object]) -> Knobs:
@@ -923,13 +1067,39 @@ class Simulator:
         return status
 
     def stats(self) -> dict[str, object]:
-        """Calls per model and per protocol, and wrong answers per model, since start or the
-        last reset."""
+        """Calls per model and per protocol, wrong answers and 429 answers per model, since start
+        or the last reset."""
         return {
             "calls": dict(self.calls),
             "by_protocol": dict(self.by_protocol),
             "wrong": dict(self.wrong),
+            "rate_limited": dict(self.rate_limited),
         }
+
+    def budgets_for(self, model: str, knobs: Knobs, now: float) -> dict[str, Budget]:
+        """The model's rate-limit budgets (made, or made again when their knobs changed),
+        refreshed to ``now``; empty when the model has no rate limit."""
+        spec = (
+            knobs.ratelimit_requests,
+            knobs.ratelimit_tokens,
+            knobs.ratelimit_window_s,
+            knobs.ratelimit_style,
+        )
+        held = self.budgets.get(model)
+        if held is None or held[0] != spec:
+            fixed = knobs.ratelimit_style == "cerebras"
+            budgets = {
+                kind: Budget(capacity, knobs.ratelimit_window_s, fixed, float(capacity), now)
+                for kind, capacity in (
+                    ("requests", knobs.ratelimit_requests),
+                    ("tokens", knobs.ratelimit_tokens),
+                )
+                if capacity is not None
+            }
+            held = self.budgets[model] = (spec, budgets)
+        for budget in held[1].values():
+            budget.refresh(now)
+        return held[1]
 
     # ---------------------------------------------------------------- the chat request path
 
@@ -959,22 +1129,47 @@ class Simulator:
         self.by_protocol[dialect.name] += 1
         self.seen.add(model)
 
+        budgets: dict[str, Budget] = {}
+        now = 0.0
+        if knobs.ratelimit_requests is not None or knobs.ratelimit_tokens is not None:
+            now = time.monotonic()
+            budgets = self.budgets_for(model, knobs, now)
+            spent = [b for b in budgets.values() if b.level < 1]
+            if spent:
+                # Only a request that finds a budget already spent is refused.
+                self.rate_limited[model] += 1
+                wait = max(b.available_in(now) for b in spent)
+                return dialect.error(
+                    429,
+                    retry_after=str(max(1, math.ceil(wait))),
+                    headers=dialect.ratelimit_headers(budgets, knobs.ratelimit_style, now),
+                )
+
         first_delay = knobs.first_delay_ms if chat.stream else knobs.latency_ms
         status = self.failure_status(model, knobs)
         if status is not None:
+            if status == 429:
+                self.rate_limited[model] += 1
             if first_delay:
                 await asyncio.sleep(first_delay / 1000)
             return dialect.error(status, retry_after=knobs.retry_after)
 
         done = self._complete(dialect, chat, messages, knobs)
+        headers: dict[str, str] | None = None
+        if budgets:
+            if "requests" in budgets:
+                budgets["requests"].take(1)
+            if "tokens" in budgets:
+                budgets["tokens"].take(done.input_tokens + done.output_tokens)
+            headers = dialect.ratelimit_headers(budgets, knobs.ratelimit_style, now) or None
         if chat.stream:
-            return await self._stream(request, dialect, done, knobs)
+            return await self._stream(request, dialect, done, knobs, headers)
         if first_delay:
             await asyncio.sleep(first_delay / 1000)
         payload = orjson.dumps(dialect.response(done))
         if knobs.malformed:
             payload = payload[: len(payload) // 2]
-        return web.Response(body=payload, content_type="application/json")
+        return web.Response(body=payload, content_type="application/json", headers=headers)
 
     def _complete(
         self, dialect: Dialect, chat: Chat, messages: list[tuple[str, str]], knobs: Knobs
@@ -1026,13 +1221,22 @@ class Simulator:
         )
 
     async def _stream(
-        self, request: web.Request, dialect: Dialect, done: Completion, knobs: Knobs
+        self,
+        request: web.Request,
+        dialect: Dialect,
+        done: Completion,
+        knobs: Knobs,
+        headers: Mapping[str, str] | None = None,
     ) -> web.StreamResponse:
         deltas = answers.split_chunks(done.text, knobs.chunk_words)
         if knobs.first_delay_ms:
             await asyncio.sleep(knobs.first_delay_ms / 1000)
         response = web.StreamResponse(
-            headers={"Content-Type": dialect.stream_content_type, "Cache-Control": "no-cache"}
+            headers={
+                "Content-Type": dialect.stream_content_type,
+                "Cache-Control": "no-cache",
+                **(headers or {}),
+            }
         )
         head, frames, tail = dialect.stream(done, deltas)
         reset = knobs.reset_after_chunks

@@ -4,15 +4,21 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('reviews', '0001_initial'),
+        ("reviews", "0001_initial"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='reviewitem',
-            name='reason',
-            field=models.CharField(choices=[('low_confidence', 'Low confidence'), ('sampled', 'Sampled'), ('explored', 'Exploration sample')], max_length=16),
+            model_name="reviewitem",
+            name="reason",
+            field=models.CharField(
+                choices=[
+                    ("low_confidence", "Low confidence"),
+                    ("sampled", "Sampled"),
+                    ("explored", "Exploration sample"),
+                ],
+                max_length=16,
+            ),
         ),
     ]

@@ -62,6 +62,7 @@ class ApiError(Exception):
         code: str,
         param: str | None = None,
         extra: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
@@ -69,6 +70,7 @@ class ApiError(Exception):
         self.code = code
         self.param = param
         self.extra = extra or {}
+        self.headers = headers or {}
 
 
 def json_response(
@@ -88,8 +90,10 @@ def error_response(error: ApiError) -> HttpResponse:
         "param": error.param,
     }
     body.update(error.extra)
-    headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else None
-    return json_response({"error": body}, status=error.status, headers=headers)
+    headers = dict(error.headers)
+    if error.status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
+    return json_response({"error": body}, status=error.status, headers=headers or None)
 
 
 async def authenticate(request: HttpRequest) -> Caller:
@@ -107,6 +111,8 @@ async def authenticate(request: HttpRequest) -> Caller:
     caller = await caller_for_key(raw_key)
     if caller is None:
         raise ApiError(401, "Invalid or revoked API key.", code="invalid_api_key")
+    if caller.expired():
+        raise ApiError(401, "This API key has expired.", code="expired_api_key")
     return caller
 
 

@@ -91,8 +91,19 @@ class CompletionRequest(RequestModel):
     top_p: TopP = None
     metadata: dict[str, Any] | None = None
     callback_url: Annotated[str, Field(max_length=2000)] = ""
+    # The response cache (docs/adr/0010): keep this answer N seconds; share it with the project.
+    cache_ttl: Annotated[int | None, Field(ge=0)] = None
+    cache_scope: Literal["", "agent", "project"] = ""
 
     _check_max_tokens = field_validator("max_tokens")(check_max_tokens)
+
+    @field_validator("cache_ttl")
+    @classmethod
+    def _cache_ttl(cls, value: int | None) -> int | None:
+        limit = settings.GATEWAY["CACHE_MAX_TTL_S"]
+        if value is not None and value > limit:
+            raise ValueError(f"must be at most {limit} seconds")
+        return value
 
     @field_validator("callback_url")
     @classmethod

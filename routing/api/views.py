@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
@@ -18,10 +19,12 @@ from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
+from agents.limits import LimitExceeded
 from agents.selectors import Caller
 from providers.base import ChatRequest, Message, ProviderError, Usage
 
 from .. import metrics, router
+from ..cache import CacheDirectiveError, RequestCache, request_cache
 from ..classify import classify, valid_task_type
 from ..config import RoutingSnapshot, current_snapshot
 from ..selectors import completion_status
@@ -29,11 +32,13 @@ from ..services import (
     AUTO_MODEL,
     TIER_ALIASES,
     CompletionJob,
+    NotAllowed,
     UnknownModel,
     audit_completed,
     completion_run,
     completion_stream_open,
     estimate_usage,
+    settle,
     stream_outcome,
 )
 from .common import (
@@ -75,6 +80,13 @@ def api_endpoint(method: str) -> Callable[[View], View]:
                 return await view(request, *args, **kwargs)
             except ApiError as error:
                 return error_response(error)
+            except NotAllowed as exc:
+                return error_response(
+                    ApiError(403, exc.message, code="not_allowed", param=exc.param)
+                )
+            except LimitExceeded as exc:
+                headers = {**exc.headers, "Retry-After": str(math.ceil(exc.retry_after_s))}
+                return error_response(ApiError(429, exc.message, code=exc.code, headers=headers))
             except Exception:
                 logger.exception("unhandled error in %s", request.path)
                 return error_response(
@@ -104,6 +116,29 @@ def _unknown_model(exc: UnknownModel) -> ApiError:
         code="model_not_found",
         param="model",
     )
+
+
+def _cache_directives(
+    request: HttpRequest, *, ttl_s: int | None = None, scope: str = ""
+) -> RequestCache:
+    """The request's response cache directives (headers; the native body's fields win)."""
+    try:
+        return request_cache(request.headers, ttl_s=ttl_s, scope=scope)
+    except CacheDirectiveError as exc:
+        raise ApiError(
+            400,
+            f"Invalid request: {exc.message}",
+            code="invalid_field",
+            param=exc.param,
+            extra={"fields": {exc.param: exc.message}},
+        ) from None
+
+
+def _cache_headers(job: CompletionJob) -> dict[str, str]:
+    """``X-Gateway-Cache: hit|miss|bypass``, and on a hit the request the answer came from."""
+    if job.cache.hit is None:
+        return {"X-Gateway-Cache": job.cache.state}
+    return {"X-Gateway-Cache": job.cache.state, "X-Gateway-Cache-From": job.cache.hit_from}
 
 
 # --- POST /v1/completion --------------------------------------------------------------------
@@ -150,6 +185,7 @@ async def completion_create(request: HttpRequest) -> HttpResponse:
         tier=data.tier,
         task_type=data.task_type,
         metadata=metadata,
+        cache=_cache_directives(request, ttl_s=data.cache_ttl, scope=data.cache_scope),
     )
     try:
         outcome = await completion_run(job)
@@ -178,7 +214,13 @@ async def completion_create(request: HttpRequest) -> HttpResponse:
             "escalations": outcome.escalations,
             "validation": [r.as_dict() for r in best.confidence.results],
             "attempts": outcome.attempts,
-        }
+            "cached": job.cache.hit is not None,
+            **({"cached_from": job.cache.hit_from} if job.cache.hit is not None else {}),
+        },
+        headers={
+            **(job.admission.headers if job.admission else {}),
+            **_cache_headers(job),
+        },
     )
 
 
@@ -225,6 +267,7 @@ def _chat_job(request: HttpRequest, caller: Caller, data: ChatCompletionRequest)
         task_type=task_type,
         stream=data.stream,
         metadata=metadata,
+        cache=_cache_directives(request),
     )
 
 
@@ -269,9 +312,11 @@ async def chat_completions(request: HttpRequest) -> HttpResponseBase:
         },
         headers={
             **headers,
+            **(job.admission.headers if job.admission else {}),
             "X-Gateway-Provider": best.deployment.provider_name,
             "X-Gateway-Status": outcome.status,
             "X-Gateway-Confidence": f"{best.confidence.score:.2f}",
+            **_cache_headers(job),
         },
     )
 
@@ -293,6 +338,10 @@ async def _chat_stream(
     response["X-Accel-Buffering"] = "no"
     response["X-Gateway-Request-Id"] = job.request_id
     response["X-Gateway-Provider"] = opened.deployment.provider_name
+    for name, value in _cache_headers(job).items():
+        response[name] = value
+    for name, value in (job.admission.headers if job.admission else {}).items():
+        response[name] = value
     return response
 
 
@@ -381,6 +430,7 @@ async def _sse_events(
                 usage=estimate_usage(job, output, usage), interrupted=True,
             )  # fmt: skip
             outcome.review_reason = ""
+        await settle(job, cost_usd=outcome.cost_usd, tokens=outcome.tokens_in + outcome.tokens_out)
         audit_completed(job, outcome, status=status, error=error)
 
 

@@ -53,10 +53,16 @@ def reviewed(status: str, scores: dict[str, float], count: int, task_type: str =
 
 
 def verdicts(accepted: int = 20, rejected: int = 6, corrected: int = 6) -> None:
-    """json separates the verdicts; language and refusal score the same whatever the verdict."""
-    reviewed("approved", {"json": 9.0, "language": 8.0, "refusal": 10, "unknown": 9}, accepted)
-    reviewed("rejected", {"json": 2.0, "language": 8.0, "refusal": 10, "unknown": 1}, rejected)
-    reviewed("corrected", {"json": 3.0, "language": 8.0, "refusal": 10, "unknown": 1}, corrected)
+    """json separates the verdicts; language scores high or low whatever the verdict (chance);
+    refusal passes every answer (only ties: no evidence about it)."""
+    for status, count, json_score, unknown in (
+        ("approved", accepted, 9.0, 9),
+        ("rejected", rejected, 2.0, 1),
+        ("corrected", corrected, 3.0, 1),
+    ):
+        for language, share in ((8.0, count - count // 2), (4.0, count // 2)):
+            scores = {"json": json_score, "language": language, "refusal": 10, "unknown": unknown}
+            reviewed(status, scores, share)
 
 
 def weight(validator: str, task_type: str = "invoice") -> float | None:
@@ -113,7 +119,8 @@ def test_a_shadow_validator_is_measured_and_comes_back_when_it_predicts():
     ValidatorConfig.objects.create(task_type="invoice", validator="language", weight=0.0)
     verdicts()
     run = learning_cycle_run(kind="validators")
-    assert changes(run) == {"json": (0.0, 0.2), "refusal": (1.0, 0.8)}
+    # refusal passed every answer: only ties, no evidence, so its weight stays.
+    assert changes(run) == {"json": (0.0, 0.2)}
     assert (weight("json"), weight("language")) == (0.2, 0.0)
 
 
@@ -176,9 +183,11 @@ def test_the_run_records_each_validators_agreement():
     agreement = run.data_used["agreement"]["invoice"]
     assert set(agreement) == {"json", "language", "refusal", "unknown"}
     assert agreement["refusal"]["auc"] == 0.5 and agreement["unknown"]["auc"] == 1.0
-    assert set(changes(run)) == {"json", "language", "refusal"}  # unknown: no config to move
+    assert agreement["refusal"]["untied_pairs"] == 0.0  # kept: its AUC is only ties
+    assert set(changes(run)) == {"json", "language"}  # unknown: no config to move
     assert agreement["json"] == {
-        "n": 32, "accepted": 20, "not_accepted": 12, "auc": 1.0, "weight": 1.0
+        "n": 32, "accepted": 20, "not_accepted": 12, "auc": 1.0, "untied_pairs": 1.0,
+        "weight": 1.0,
     }  # fmt: skip
     assert agreement["language"]["auc"] == 0.5
     assert "invoice/language: AUC 0.50 on 32 reviewed (20 accepted, 12 not), weight 1" in (

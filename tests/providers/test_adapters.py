@@ -1365,3 +1365,68 @@ def test_parse_retry_after() -> None:
     assert parse_retry_after(headers(retry_after_ms="junk")) is None
     assert parse_retry_after(headers(RETRY_AFTER="2")) == 2.0  # header names are case-insensitive
     assert parse_retry_after(CIMultiDict()) is None
+
+
+# --- rate-limit headers (providers/ratelimits.py, docs/adr/0011) ----------------------------------
+
+RATE_LIMIT_HEADERS = {
+    "x-ratelimit-limit-requests": "30",
+    "x-ratelimit-remaining-requests": "0",
+    "x-ratelimit-reset-requests": "2s",
+    "anthropic-ratelimit-tokens-limit": "1000",
+    "anthropic-ratelimit-tokens-remaining": "10",
+    "anthropic-ratelimit-tokens-reset": "2099-01-01T00:00:00Z",
+}
+
+
+@by_kind
+async def test_answers_carry_the_rate_limit_headers(case: Case, upstream: Upstream) -> None:
+    """Every adapter hands the parsed headers back on the result, whichever protocol."""
+    upstream.respond = lambda r: json_response(200, case.ok_body, RATE_LIMIT_HEADERS)
+    before = time.time()
+    result = await upstream.adapter(case).complete(REQUEST, upstream.target(case))
+    limits = result.rate_limits
+    assert limits is not None and limits.observed_at >= before
+    assert limits.requests_remaining == 0
+    assert limits.requests_reset_at == pytest.approx(limits.observed_at + 2)
+    assert limits.tokens_remaining == 10
+    assert result.text == "Hello"
+
+
+@by_kind
+async def test_first_stream_chunk_carries_the_rate_limit_headers(
+    case: Case, upstream: Upstream
+) -> None:
+    upstream.respond = streamed(case, [b"".join(case.stream_parts)], headers=RATE_LIMIT_HEADERS)
+    chunks = await collect(upstream.adapter(case).stream(REQUEST, upstream.target(case)))
+    assert chunks[0].rate_limits is not None and chunks[0].rate_limits.requests_remaining == 0
+    assert all(c.rate_limits is None for c in chunks[1:])
+    assert "".join(c.text for c in chunks) == "Hello"
+
+
+@by_kind
+async def test_errors_carry_the_rate_limit_headers(case: Case, upstream: Upstream) -> None:
+    """A 429 tells what is spent and for how long, besides its Retry-After."""
+    headers = {**RATE_LIMIT_HEADERS, "retry-after": "2"}
+
+    def respond(request: web.Request) -> web.Response:
+        return json_response(429, case.error_body("slow down"), headers)
+
+    error = await complete_error(upstream, case, respond)
+    assert error.error_class is ErrorClass.RATE_LIMITED and error.retry_after == 2
+    assert error.rate_limits is not None and error.rate_limits.requests_remaining == 0
+    error, got = await stream_error(upstream, case, respond)
+    assert got == [] and error.rate_limits is not None
+
+
+@by_kind
+async def test_no_rate_limit_headers_means_no_snapshot(case: Case, upstream: Upstream) -> None:
+    """Upstreams that send none (local servers, the usual case) get nothing parsed."""
+    upstream.respond = lambda r: json_response(200, case.ok_body, {"x-request-id": "abc"})
+    result = await upstream.adapter(case).complete(REQUEST, upstream.target(case))
+    assert result.rate_limits is None
+    upstream.respond = whole_stream(case)
+    chunks = await collect(upstream.adapter(case).stream(REQUEST, upstream.target(case)))
+    assert all(c.rate_limits is None for c in chunks)
+    error = await complete_error(upstream, case, lambda r: json_response(503, {}))
+    assert error.rate_limits is None

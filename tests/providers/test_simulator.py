@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ _ROOT = str(Path(__file__).resolve().parents[2])
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
+from providers.ratelimits import parse_duration, parse_rate_limits  # noqa: E402
 from providers.simulator.answers import (  # noqa: E402
     DEFAULT_WORDS,
     LANGUAGES,
@@ -35,7 +37,9 @@ from providers.simulator.answers import (  # noqa: E402
     is_wrong,
 )
 from providers.simulator.server import (  # noqa: E402
+    Budget,
     KnobError,
+    go_duration,
     parse_knobs,
     parse_model_spec,
     start_in_background,
@@ -899,6 +903,7 @@ async def test_control_api_and_stats(client: httpx.AsyncClient) -> None:
         "calls": {"m": 3, "gemini-2.0-flash": 1},
         "by_protocol": {"openai": 2, "ollama": 1, "anthropic": 0, "gemini": 1},
         "wrong": {},
+        "rate_limited": {},
     }
 
     deleted = await client.delete("/_sim/models/m")
@@ -1019,3 +1024,192 @@ async def test_cli_serves_configured_models() -> None:
     finally:
         process.terminate()
         process.wait(timeout=5)
+
+
+# ------------------------------------------------------------------------------- rate limits
+
+
+@pytest.mark.asyncio
+async def test_ratelimit_requests_are_reported_and_spent(client: httpx.AsyncClient) -> None:
+    """OpenAI-style headers count down per call; only a call finding nothing left gets a 429,
+    with the headers and a Retry-After."""
+    await client.put("/_sim/models/rl", json={"ratelimit_requests": 3, "ratelimit_window_s": 60})
+    body = {"model": "rl", "messages": user("hi")}
+    seen = []
+    for _ in range(3):
+        response = await client.post(OPENAI_PATH, json=body)
+        assert response.status_code == 200
+        assert response.headers["x-ratelimit-limit-requests"] == "3"
+        seen.append(response.headers["x-ratelimit-remaining-requests"])
+        reset = parse_duration(response.headers["x-ratelimit-reset-requests"])
+        assert reset is not None and 0 < reset <= 60
+    assert seen == ["2", "1", "0"]
+    refused = await client.post(OPENAI_PATH, json=body)
+    assert refused.status_code == 429
+    assert refused.json()["error"]["code"] == "rate_limit_exceeded"
+    assert refused.headers["x-ratelimit-remaining-requests"] == "0"
+    assert 1 <= int(refused.headers["retry-after"]) <= 21  # one request back in 60/3 s
+    stats = (await client.get("/_sim/stats")).json()
+    assert stats["calls"]["rl"] == 4 and stats["rate_limited"] == {"rl": 1}
+    # The gateway's parser reads what the simulator writes.
+    limits = parse_rate_limits(refused.headers)
+    assert limits is not None and limits.requests_remaining == 0
+
+
+@pytest.mark.asyncio
+async def test_ratelimit_refills_over_its_window(client: httpx.AsyncClient) -> None:
+    await client.put("/_sim/models/rl", json={"ratelimit_requests": 2, "ratelimit_window_s": 0.4})
+    body = {"model": "rl", "messages": user("hi")}
+    assert [(await client.post(OPENAI_PATH, json=body)).status_code for _ in range(3)] == [
+        200,
+        200,
+        429,
+    ]
+    await asyncio.sleep(0.25)  # one request back after 0.2 s
+    response = await client.post(OPENAI_PATH, json=body)
+    assert response.status_code == 200
+    assert response.headers["x-ratelimit-remaining-requests"] == "0"
+
+
+@pytest.mark.asyncio
+async def test_ratelimit_tokens(client: httpx.AsyncClient) -> None:
+    """A token budget counts each answer's input and output tokens."""
+    await client.put("/_sim/models/rl", json={"ratelimit_tokens": 1000})
+    body = {"model": "rl", "messages": user("hi")}
+    first = await client.post(OPENAI_PATH, json=body)
+    used = first.json()["usage"]["total_tokens"]
+    assert first.headers["x-ratelimit-limit-tokens"] == "1000"
+    assert int(first.headers["x-ratelimit-remaining-tokens"]) in (1000 - used, 1000 - used + 1)
+    assert "x-ratelimit-remaining-requests" not in first.headers
+    await client.put("/_sim/models/rl", json={"ratelimit_tokens": used})
+    assert (await client.post(OPENAI_PATH, json=body)).status_code == 200
+    spent = await client.post(OPENAI_PATH, json=body)
+    assert spent.status_code == 429 and spent.headers["x-ratelimit-remaining-tokens"] == "0"
+
+
+@pytest.mark.asyncio
+async def test_ratelimit_anthropic_headers(client: httpx.AsyncClient) -> None:
+    await client.put("/_sim/models/claude-3-5-haiku", json={"ratelimit_requests": 1})
+    ok = await client.post("/v1/messages", json=anthropic_body())
+    assert ok.status_code == 200
+    assert ok.headers["anthropic-ratelimit-requests-limit"] == "1"
+    assert ok.headers["anthropic-ratelimit-requests-remaining"] == "0"
+    reset = datetime.fromisoformat(ok.headers["anthropic-ratelimit-requests-reset"])
+    assert 0 < reset.timestamp() - time.time() <= 61
+    assert not any(name.lower().startswith("x-ratelimit") for name in ok.headers)
+    refused = await client.post("/v1/messages", json=anthropic_body())
+    assert refused.status_code == 429
+    assert refused.json()["error"]["type"] == "rate_limit_error"
+    limits = parse_rate_limits(refused.headers)
+    assert limits is not None and limits.requests_remaining == 0
+
+
+@pytest.mark.asyncio
+async def test_ratelimit_cerebras_style(client: httpx.AsyncClient) -> None:
+    """Windows named in the header (-day, -minute), resets in seconds, a fixed window."""
+    await client.put(
+        "/_sim/models/rl",
+        json={"ratelimit_requests": 2, "ratelimit_tokens": 5000, "ratelimit_style": "cerebras"},
+    )
+    response = await client.post(OPENAI_PATH, json={"model": "rl", "messages": user("hi")})
+    assert response.headers["x-ratelimit-limit-requests-day"] == "2"
+    assert response.headers["x-ratelimit-remaining-requests-day"] == "1"
+    assert 59 < float(response.headers["x-ratelimit-reset-requests-day"]) <= 60.001
+    assert response.headers["x-ratelimit-limit-tokens-minute"] == "5000"
+    assert "x-ratelimit-remaining-requests" not in response.headers
+    limits = parse_rate_limits(response.headers)
+    assert limits is not None
+    assert {(w.kind, w.period, w.replenishes) for w in limits.windows} == {
+        ("requests", "day", False),
+        ("tokens", "minute", False),
+    }
+
+
+@pytest.mark.asyncio
+async def test_ratelimit_streams_and_other_dialects(client: httpx.AsyncClient) -> None:
+    """Streams carry the headers too; Ollama and Gemini send none but are limited all the same."""
+    await client.put("/_sim/models/rl", json={"ratelimit_requests": 2})
+    body = {"model": "rl", "messages": user("hi"), "stream": True}
+    async with client.stream("POST", OPENAI_PATH, json=body) as response:
+        assert response.headers["x-ratelimit-remaining-requests"] == "1"
+        await response.aread()
+    ollama = await client.post("/api/chat", json={**body, "stream": False})
+    assert ollama.status_code == 200
+    assert not any(name.lower().startswith("x-ratelimit") for name in ollama.headers)
+    refused = await client.post("/api/chat", json={**body, "stream": False})
+    assert refused.status_code == 429
+
+
+@pytest.mark.asyncio
+async def test_ratelimit_restarts_with_a_new_config_and_a_reset(client: httpx.AsyncClient) -> None:
+    body = {"model": "rl", "messages": user("hi")}
+    await client.put("/_sim/models/rl", json={"ratelimit_requests": 1})
+    assert (await client.post(OPENAI_PATH, json=body)).status_code == 200
+    assert (await client.post(OPENAI_PATH, json=body)).status_code == 429
+    await client.put("/_sim/models/rl", json={"ratelimit_requests": 1})
+    assert (await client.post(OPENAI_PATH, json=body)).status_code == 200
+    await client.post("/_sim/reset")  # forgets the config (and its budget): no limit any more
+    assert (await client.post(OPENAI_PATH, json=body)).status_code == 200
+    # A directive sets a limit for the request that carries it.
+    directive = {"model": "rl2", "messages": user("hi [[sim ratelimit_requests=1]]")}
+    assert (await client.post(OPENAI_PATH, json=directive)).status_code == 200
+    assert (await client.post(OPENAI_PATH, json=directive)).status_code == 429
+
+
+@pytest.mark.asyncio
+async def test_status_429_counts_as_rate_limited(client: httpx.AsyncClient) -> None:
+    await client.post(OPENAI_PATH, json=openai_body("hi [[sim status=429]]"))
+    assert (await client.get("/_sim/stats")).json()["rate_limited"] == {"gpt-4o-mini": 1}
+
+
+@pytest.mark.parametrize(
+    ("knobs", "message"),
+    [
+        ({"ratelimit_requests": 0}, "out of range"),
+        ({"ratelimit_tokens": "many"}, "integer"),
+        ({"ratelimit_window_s": 0}, "positive"),
+        ({"ratelimit_window_s": "nan"}, "positive"),
+        ({"ratelimit_style": "groq"}, "must be one of"),
+    ],
+)
+def test_ratelimit_knobs_are_validated(knobs: dict[str, object], message: str) -> None:
+    with pytest.raises(KnobError, match=message):
+        parse_knobs(knobs)
+
+
+def test_ratelimit_knobs_from_a_model_spec() -> None:
+    name, knobs = parse_model_spec(
+        "free:ratelimit_requests=30,ratelimit_window_s=60,ratelimit_style=cerebras"
+    )
+    assert name == "free"
+    assert knobs == {
+        "ratelimit_requests": 30,
+        "ratelimit_window_s": 60.0,
+        "ratelimit_style": "cerebras",
+    }
+
+
+def test_budgets() -> None:
+    bucket = Budget(capacity=10, window=10.0, fixed=False, level=10.0, since=0.0)
+    bucket.take(10)
+    assert bucket.remaining == 0 and bucket.reset_in(0.0) == 10.0 and bucket.available_in(0.0) == 1
+    bucket.refresh(2.5)
+    assert bucket.remaining == 2 and bucket.reset_in(2.5) == 7.5
+    bucket.take(100)
+    assert bucket.level == 0  # an overdraft is forgiven
+    fixed = Budget(capacity=5, window=60.0, fixed=True, level=5.0, since=0.0)
+    fixed.take(5)
+    fixed.refresh(59.0)
+    assert fixed.remaining == 0 and fixed.available_in(59.0) == 1.0
+    fixed.refresh(125.0)
+    assert fixed.remaining == 5 and fixed.reset_in(125.0) == 55.0
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(0, "0ms"), (0.0201, "21ms"), (1.5, "1.5s"), (360, "6m0s"), (3725.5, "1h2m5.5s")],
+)
+def test_go_duration(seconds: float, text: str) -> None:
+    assert go_duration(seconds) == text
+    parsed = parse_duration(text)
+    assert parsed is not None and seconds <= parsed < seconds + 0.001  # rounded up to the ms

@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from conftest import free_port, wait_until_up
 from django.conf import settings
-from django.db import connection
 from factories import new_api_key, sim_setup
 
 from routing.config import routing_config_changed
@@ -24,56 +18,6 @@ from routing.models import AuditRecord
 ROOT = Path(__file__).resolve().parents[2]
 
 needs_redis = pytest.mark.skipif(not settings.REDIS_URL, reason="shared state needs REDIS_URL")
-
-
-def test_database_url() -> str:
-    """A DATABASE_URL naming the test database this session created."""
-    name = connection.settings_dict["NAME"]
-    if connection.vendor == "sqlite":
-        return f"sqlite:///{name}"
-    user = connection.settings_dict.get("USER") or "postgres"
-    host = connection.settings_dict.get("HOST") or "127.0.0.1"
-    port = connection.settings_dict.get("PORT") or 5432
-    return f"postgres://{user}@{host}:{port}/{name}"
-
-
-test_database_url.__test__ = False  # type: ignore[attr-defined]  # a helper, not a test
-
-
-@pytest.fixture
-def start_gateway(gateway) -> Iterator[Callable[..., tuple[subprocess.Popen[bytes], str]]]:
-    """Start gateway processes (uvicorn, as in production) on the test database."""
-    started: list[subprocess.Popen[bytes]] = []
-
-    def start(**extra_env: str) -> tuple[subprocess.Popen[bytes], str]:
-        port = free_port()
-        env = {
-            **os.environ,
-            "DATABASE_URL": test_database_url(),
-            "GATEWAY_HEALTH_CHECK_INTERVAL_S": "0",
-            "GATEWAY_CONFIG_CHECK_INTERVAL_S": "0",
-            "GATEWAY_API_KEY_CACHE_S": "0",
-            "GATEWAY_BACKOFF_BASE_S": "0.01",
-            "LOG_LEVEL": "WARNING",
-            **extra_env,
-        }
-        if settings.REDIS_URL:
-            env["REDIS_URL"] = settings.REDIS_URL
-        process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "gateway_project.asgi:application",
-             "--host", "127.0.0.1", "--port", str(port), "--lifespan", "on", "--no-access-log"],
-            cwd=ROOT, env=env,
-        )  # fmt: skip
-        started.append(process)
-        url = f"http://127.0.0.1:{port}"
-        wait_until_up(f"{url}/health/ready", timeout=30)
-        return process, url
-
-    yield start
-    for process in started:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
 
 
 def ask(url: str, key: str) -> dict[str, Any]:

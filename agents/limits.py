@@ -1,0 +1,369 @@
+"""Admission of a request: requests and tokens per minute, and budgets (docs/adr/0012).
+
+One atomic step in the shared state admits a request against every limit it falls under (its
+agent's RPM and TPM, and every budget: global, project, agent, key) or refuses it naming the first
+limit it would break; nothing is counted for a refused request. With Redis that step is one Lua
+script, so any number of gateway processes enforce one limit; on the embedded defaults it is one
+lock in the process.
+
+- RPM/TPM: a sliding window over two fixed minute windows (the current count plus the previous
+  minute's weighted by how much of it still overlaps the last 60 s). A request counts 1 request
+  and its estimated prompt tokens plus its ``max_tokens``; the answer's real tokens are settled
+  after.
+- Budgets: a request reserves its worst-case cost (prompt bytes as tokens, since a token is at
+  least one byte, and ``max_tokens`` or ``BUDGET_MAX_OUTPUT_TOKENS`` of output, at the most
+  expensive deployment it may use) and settles the real cost after, so concurrent requests can
+  overshoot a budget by no more than the gap between one request's reservation and its real cost.
+  A budget's counter is loaded from the spend rollups when the shared state does not have it (a
+  new day, a Redis restart).
+- Redis unreachable: the shared state falls back to the process; each process then enforces
+  1/``FALLBACK_PROCESSES`` of every rate limit and of every budget's remaining amount, so the
+  limits never open up.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from django.conf import settings
+
+from gateway_project.shared_state import ADMITTED, MISSING, Counter, shared_state
+
+from .selectors import BudgetRef, Caller
+
+logger = logging.getLogger(__name__)
+
+NANO = 1_000_000_000
+WINDOW_S = 60
+ALERT_THRESHOLDS = (50, 80, 100)
+
+
+class LimitExceeded(Exception):
+    """A request over a limit: HTTP 429 with ``code``, ``Retry-After`` and rate-limit headers."""
+
+    def __init__(
+        self, code: str, message: str, *, retry_after_s: float, headers: dict[str, str]
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.retry_after_s = retry_after_s
+        self.headers = headers
+
+
+@dataclass(frozen=True, slots=True)
+class _Rate:
+    """One per-minute limit of an admission, as the headers report it."""
+
+    name: str  # "requests" or "tokens"
+    limit: int
+    key: str
+    previous_key: str
+    weight: float
+    elapsed: float
+
+
+@dataclass(slots=True)
+class Admission:
+    """What an admitted request holds: its budget reservation and token count, to settle.
+
+    ``reserved_nano`` is what the budgets hold for the request; ``committed_nano`` what its calls
+    so far really cost. Before each upstream call the reservation must cover what is committed
+    plus that call's worst case (``cover``).
+    """
+
+    caller: Caller
+    budgets: list[tuple[BudgetRef, str, float]] = field(default_factory=list)  # ref, key, ttl
+    reserved_nano: int = 0
+    committed_nano: int = 0
+    tokens_key: str = ""
+    tokens_counted: int = 0
+    headers: dict[str, str] = field(default_factory=dict)
+    settled: bool = False
+    refusal: LimitExceeded | None = None
+
+    async def cover(self, cost_usd: float) -> bool:
+        """Make the reservation cover the calls so far plus one more of at most ``cost_usd``;
+        False (and nothing more reserved, ``refusal`` set) when a budget cannot."""
+        if not self.budgets:
+            return True
+        need = self.committed_nano + _nano(cost_usd)
+        if need <= self.reserved_nano:
+            return True
+        extra = need - self.reserved_nano
+        counters = [
+            Counter(key=key, amount=extra, limit=ref.limit_nano, ttl=ttl)
+            for ref, key, ttl in self.budgets
+        ]
+        admission = await shared_state().aadmit(counters)
+        if admission.status == ADMITTED:
+            self.reserved_nano = need
+            return True
+        ref, key, _ = self.budgets[max(0, admission.index)]
+        used = admission.used[0] if admission.used else ref.limit_nano
+        await _check_alerts([(ref, key, used)], exceeded=True)
+        self.refusal = _budget_refusal(ref, used, _nano(cost_usd))
+        return False
+
+    def commit(self, cost_usd: float) -> None:
+        """Count what a finished call really cost."""
+        self.committed_nano += _nano(cost_usd)
+
+    def guard(self, prompt_bytes: int, max_output_tokens: int) -> BudgetGuard | None:
+        return BudgetGuard(self, prompt_bytes, max_output_tokens) if self.budgets else None
+
+    async def settle(self, *, cost_usd: float, tokens: int) -> None:
+        """Replace the reservation by the real cost and the token estimate by the real count."""
+        if self.settled:
+            return
+        self.settled = True
+        deltas: list[tuple[str, int, float]] = []
+        if self.tokens_key and tokens != self.tokens_counted:
+            deltas.append((self.tokens_key, tokens - self.tokens_counted, 2 * WINDOW_S))
+        delta = _nano(cost_usd) - self.reserved_nano
+        if self.budgets and delta:
+            deltas += [(key, delta, ttl) for _, key, ttl in self.budgets]
+        if not deltas:
+            return
+        values = await shared_state().aadjust(deltas)
+        if self.budgets and delta:
+            budget_values = values[-len(self.budgets) :]
+            await _check_alerts(
+                [
+                    (ref, key, value)
+                    for (ref, key, _), value in zip(self.budgets, budget_values, strict=True)
+                ]
+            )
+
+
+class BudgetGuard:
+    """The router's check before calling a deployment: can the budgets cover its worst case?"""
+
+    def __init__(self, admission: Admission, prompt_bytes: int, max_output_tokens: int) -> None:
+        self.admission = admission
+        self.prompt_bytes = prompt_bytes
+        self.max_output_tokens = max_output_tokens
+        self.refusal: Exception | None = None
+
+    def worst_case_usd(self, deployment: Any) -> float:
+        return float(deployment.cost_usd(self.prompt_bytes, self.max_output_tokens))
+
+    async def __call__(self, deployment: Any) -> str | None:
+        worst = self.worst_case_usd(deployment)
+        if await self.admission.cover(worst):
+            return None
+        self.refusal = self.admission.refusal
+        return f"budget cannot cover a call of up to ${worst:.4f}"
+
+
+def _budget_refusal(ref: BudgetRef, used: int, amount: int) -> LimitExceeded:
+    now = datetime.now(UTC)
+    _, _, end = _period(ref.period, now)
+    return LimitExceeded(
+        "budget_exceeded",
+        f"Budget exceeded: the {ref.label} budget of ${ref.limit_nano / NANO:.2f} has "
+        f"${max(0, ref.limit_nano - used) / NANO:.4f} left and this request may cost up to "
+        f"${amount / NANO:.4f}. No upstream call was made.",
+        retry_after_s=max(1.0, (end - now).total_seconds()),
+        headers={},
+    )
+
+
+def _nano(usd: float) -> int:
+    return math.ceil(usd * NANO) if usd > 0 else 0
+
+
+# --- windows and keys ---------------------------------------------------------------------
+
+
+def _rates(caller: Caller, now: float) -> list[_Rate]:
+    window = int(now // WINDOW_S)
+    elapsed = now - window * WINDOW_S
+    weight = 1.0 - elapsed / WINDOW_S
+    rates = []
+    for name, limit in (("requests", caller.rpm_limit), ("tokens", caller.tpm_limit)):
+        if limit:
+            key = f"rl:{caller.agent}:{name}:{window}"
+            previous = f"rl:{caller.agent}:{name}:{window - 1}"
+            rates.append(_Rate(name, limit, key, previous, weight, elapsed))
+    return rates
+
+
+def _retry_after(rate: _Rate, used: int, amount: int) -> float:
+    """Seconds until ``amount`` more fits, if nothing else is counted meanwhile (at least 1)."""
+    # In the next window the current count becomes the weighted "previous" one.
+    current_share = max(0, used - amount)  # an upper bound of the current window's own count
+    until_next = WINDOW_S - rate.elapsed
+    if current_share <= 0:
+        return max(1.0, until_next)
+    room = (rate.limit - amount) / current_share  # the weight at which it fits
+    return max(1.0, until_next + max(0.0, 1.0 - room) * WINDOW_S)
+
+
+def _period(period: str, now: datetime) -> tuple[str, datetime, datetime]:
+    """A budget period's id, start and end (UTC)."""
+    day = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    if period == "month":
+        start = day.replace(day=1)
+        end = (start + timedelta(days=32)).replace(day=1)
+        return start.strftime("%Y%m"), start, end
+    return day.strftime("%Y%m%d"), day, day + timedelta(days=1)
+
+
+def _budget_key(ref: BudgetRef, period_id: str) -> str:
+    return f"budget:{ref.id}:{ref.revision}:{period_id}"
+
+
+# --- admission ----------------------------------------------------------------------------
+
+
+async def admit(
+    caller: Caller, *, tokens: int, worst_cost_usd: float, cached: bool = False
+) -> Admission:
+    """Count the request against every limit of ``caller`` at once, or raise ``LimitExceeded``
+    (and count nothing). A ``cached`` answer counts as a request, but uses no tokens upstream
+    and costs nothing."""
+    state = shared_state()
+    now_epoch = time.time()
+    rates = _rates(caller, now_epoch)
+    if cached:
+        rates = [rate for rate in rates if rate.name == "requests"]
+    now = datetime.fromtimestamp(now_epoch, UTC)
+    budgets = []
+    for ref in () if cached else caller.budgets:
+        period_id, _, end = _period(ref.period, now)
+        # Kept a day past the period's end: late settlements still land on it.
+        budgets.append((ref, _budget_key(ref, period_id), (end - now).total_seconds() + 86400))
+    if not rates and not budgets:
+        return Admission(caller=caller)
+    amount = _nano(worst_cost_usd)
+    counters = [
+        Counter(
+            key=rate.key,
+            amount=1 if rate.name == "requests" else tokens,
+            limit=rate.limit,
+            ttl=2 * WINDOW_S,
+            previous_key=rate.previous_key,
+            weight=rate.weight,
+        )
+        for rate in rates
+    ]
+    counters += [
+        Counter(key=key, amount=amount, limit=ref.limit_nano, ttl=ttl, strict=True)
+        for ref, key, ttl in budgets
+    ]
+    for _ in range(3):
+        result = await state.aadmit(counters)
+        if result.status != MISSING:
+            break
+        ref, key, ttl = budgets[result.index - len(rates)]
+        await _load_budget(ref, key, ttl, now)
+    if result.status == MISSING:  # loaded, and gone again (evicted): refuse rather than guess
+        raise LimitExceeded(
+            "budget_unavailable",
+            "The budget counters are unavailable; try again shortly.",
+            retry_after_s=1,
+            headers={},
+        )
+    if result.status != ADMITTED:
+        index, used = result.index, result.used[0] if result.used else 0
+        if index < len(rates):
+            raise _rate_refusal(rates[index], used, counters[index].amount, rates)
+        ref, key, _ = budgets[index - len(rates)]
+        await _check_alerts([(ref, key, used)], exceeded=True)
+        raise _budget_refusal(ref, used, amount)
+    admission = Admission(caller=caller, budgets=budgets, reserved_nano=amount)
+    for rate, used in zip(rates, result.used, strict=False):
+        admission.headers.update(_rate_headers(rate, used))
+        if rate.name == "tokens":
+            admission.tokens_key, admission.tokens_counted = rate.key, tokens
+    return admission
+
+
+def _rate_headers(rate: _Rate, used: int) -> dict[str, str]:
+    reset = WINDOW_S - rate.elapsed
+    return {
+        f"x-ratelimit-limit-{rate.name}": str(rate.limit),
+        f"x-ratelimit-remaining-{rate.name}": str(max(0, rate.limit - used)),
+        f"x-ratelimit-reset-{rate.name}": f"{reset:.0f}s",
+    }
+
+
+def _rate_refusal(rate: _Rate, used: int, amount: int, rates: list[_Rate]) -> LimitExceeded:
+    retry = _retry_after(rate, used, amount)
+    headers = _rate_headers(rate, used)
+    headers["x-ratelimit-reset-" + rate.name] = f"{retry:.0f}s"
+    per = "requests" if rate.name == "requests" else "tokens"
+    return LimitExceeded(
+        f"rate_limit_{per}",
+        f"Rate limit reached: {rate.limit} {per} per minute for this agent "
+        f"({used} used in the last minute). Retry after {math.ceil(retry)} s.",
+        retry_after_s=retry,
+        headers=headers,
+    )
+
+
+async def _load_budget(ref: BudgetRef, key: str, ttl: float, now: datetime) -> None:
+    """Start a budget's counter from what the rollups say was spent in its period. While Redis is
+    down, a process starts as if the others had used all but its share of what is left."""
+    from .spend import spent_nano
+
+    _, start, end = _period(ref.period, now)
+    spent = await sync_to_async(spent_nano, thread_sensitive=False)(ref, start, end)
+    state = shared_state()
+    if state.redis_url and not state.uses_redis:
+        processes = max(1, settings.GATEWAY["FALLBACK_PROCESSES"])
+        left = max(0, ref.limit_nano - spent)
+        spent += left - left // processes
+    await state.aadd(key, str(spent), ttl)
+
+
+# --- alerts -------------------------------------------------------------------------------
+
+_alerted: set[str] = set()
+
+
+async def _check_alerts(
+    values: list[tuple[BudgetRef, str, int]], *, exceeded: bool = False
+) -> None:
+    """Raise each budget's 50/80/100 % alert once per period, across processes (the first process
+    to claim the alert's key sends it)."""
+    for ref, key, used in values:
+        share = 100.0 if exceeded else 100.0 * used / ref.limit_nano if ref.limit_nano else 100.0
+        for threshold in ALERT_THRESHOLDS:
+            alert_key = f"alert:{key}:{threshold}"
+            if share < threshold or alert_key in _alerted:
+                continue
+            if len(_alerted) > 10_000:
+                _alerted.clear()
+            _alerted.add(alert_key)
+            if await shared_state().aadd(alert_key, "1", 40 * 86400):
+                await _raise_alert(ref, key, threshold, used)
+
+
+async def _raise_alert(ref: BudgetRef, key: str, threshold: int, used: int) -> None:
+    logger.warning(
+        "BUDGET ALERT: the %s budget reached %d %% ($%.4f of $%.2f)",
+        ref.label,
+        threshold,
+        used / NANO,
+        ref.limit_nano / NANO,
+    )
+    period_id = key.rsplit(":", 1)[1]
+    await sync_to_async(_enqueue_alert, thread_sensitive=False)(ref.id, period_id, threshold, used)
+
+
+def _enqueue_alert(budget_id: int, period_id: str, threshold: int, used_nano: int) -> None:
+    from .tasks import budget_alert_raise
+
+    try:
+        budget_alert_raise.delay(budget_id, period_id, threshold, used_nano)
+    except Exception:
+        # The log line above stands; the admin banner and webhook wait for the broker.
+        logger.exception("could not enqueue the budget alert of budget %s", budget_id)

@@ -1,0 +1,29 @@
+"""The admin's budget alert banner: every alert not yet acknowledged, on every admin page."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import template
+from django.urls import reverse
+
+from agents.models import BudgetAlert
+
+register = template.Library()
+
+
+@register.inclusion_tag("admin/agents/budget_alert_banner.html", takes_context=True)
+def budget_alert_banner(context: dict[str, Any]) -> dict[str, Any]:
+    request = context.get("request")
+    user = getattr(request, "user", None)
+    if user is None or not user.is_staff:
+        return {"alerts": [], "count": 0}
+    open_alerts = BudgetAlert.objects.filter(acknowledged_at__isnull=True).select_related(
+        "budget", "budget__agent", "budget__project", "budget__api_key"
+    )
+    return {
+        "alerts": list(open_alerts[:5]),
+        "count": open_alerts.count(),
+        "list_url": reverse("admin:agents_budgetalert_changelist")
+        + "?acknowledged_at__isnull=True",
+    }
