@@ -62,7 +62,7 @@ class ValidatorConfigAdmin(_ValidatorConfigAdminBase):
     form = ValidatorConfigForm
     list_display = ("task_type_label", "validator", "enabled", "weight", "params", "updated_at")
     list_filter = ("validator", "enabled", "task_type")
-    search_fields = ("task_type", "validator")
+    search_fields = ("task_type", "validator", "caller")
 
     @admin.display(description="task type", ordering="task_type")
     def task_type_label(self, obj: ValidatorConfig) -> str:
@@ -283,12 +283,13 @@ class LearningChangeAdmin(_LearningChangeAdminBase):
         "reverted_at",
     )
     list_filter = ("state", "target_kind", "tunable", "validator", "run__kind")
-    search_fields = ("task_type", "validator")
+    search_fields = ("task_type", "validator", "caller")
     fields = (
         "run",
         "target_kind",
         "tunable",
         "validator",
+        "caller",
         "task_type",
         "before",
         "before_overridden",

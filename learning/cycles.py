@@ -66,7 +66,7 @@ from django.utils import timezone
 
 from providers.services import config_object_delete, config_object_save
 from reviews.models import ReviewItem
-from routing.models import AuditRecord, TaskRoute
+from routing.models import AuditRecord, CallerPreference, TaskRoute
 
 from .gates import GateConfig
 from .models import (
@@ -130,6 +130,7 @@ class Proposal:
     expected_effect: str
     validator: str = ""
     kind: str = ""  # empty: a tunable or (``validator`` set) a validator weight
+    caller: str = ""  # for a caller's start tier
 
     @property
     def target_kind(self) -> str:
@@ -141,7 +142,10 @@ class Proposal:
 
     def line(self) -> str:
         change = LearningChange(
-            target_kind=self.target_kind, tunable=self.tunable, validator=self.validator
+            target_kind=self.target_kind,
+            tunable=self.tunable,
+            validator=self.validator,
+            caller=self.caller,
         )
         before, after = change.value_label(self.before), change.value_label(self.after)
         return f"{change.target}[{self.task_type}] {before} -> {after}: {self.expected_effect}"
@@ -228,6 +232,20 @@ def learning_change_apply(*, change: LearningChange, actor: Any) -> LearningChan
         _route_tier_set(
             task_type=change.task_type, tier=tier_at(change.after), run_id=change.run_id
         )
+    elif change.target_kind == LearningChange.TargetKind.CALLER_ROUTE:
+        tier, pinned, _ = _caller_effective(change.caller, change.task_type)
+        if pinned or tier != tier_at(change.before):
+            now = f"pinned to {pinned}" if pinned else tier
+            raise ValueError(
+                f"start tier of {change.caller}[{change.task_type}] is {now} now, "
+                f"not {tier_at(change.before)}: the proposal is stale"
+            )
+        _caller_tier_set(
+            caller=change.caller,
+            task_type=change.task_type,
+            tier=tier_at(change.after),
+            run_id=change.run_id,
+        )
     elif change.target_kind == LearningChange.TargetKind.VALIDATOR_WEIGHT:
         current_weight, _, _ = _validator_effective(change.validator, change.task_type)
         if abs(current_weight - change.before) > 1e-9:
@@ -271,13 +289,23 @@ def learning_change_revert(*, change: LearningChange, actor: Any) -> LearningCha
         target_kind=change.target_kind,
         tunable=change.tunable,
         validator=change.validator,
+        caller=change.caller,
         task_type=change.task_type,
         state=LearningChange.State.APPLIED,
         applied_at__gt=change.applied_at,
     ).first()
     if later is not None:
         raise ValueError(f"revert the later change {later.pk} of this {change.target_kind} first")
-    if change.target_kind == LearningChange.TargetKind.TASK_ROUTE:
+    if change.target_kind == LearningChange.TargetKind.CALLER_ROUTE:
+        preference = CallerPreference.objects.filter(
+            caller=change.caller, task_type=change.task_type
+        ).first()
+        if preference is not None and not change.before_overridden:
+            config_object_delete(obj=preference)
+        elif preference is not None:
+            preference.start_tier = tier_at(change.before)
+            config_object_save(obj=preference)
+    elif change.target_kind == LearningChange.TargetKind.TASK_ROUTE:
         route = TaskRoute.objects.filter(task_type=change.task_type).first()
         if route is not None and not change.before_overridden:
             config_object_delete(obj=route)
@@ -355,6 +383,7 @@ def _cycle(*, run: LearningRun, plan: _Plan) -> None:
                 target_kind=proposal.target_kind,
                 tunable=proposal.tunable,
                 validator=proposal.validator,
+                caller=proposal.caller,
                 task_type=proposal.task_type,
                 before=proposal.before,
                 before_overridden=proposal.before_overridden,
@@ -367,6 +396,13 @@ def _cycle(*, run: LearningRun, plan: _Plan) -> None:
             if apply and proposal.kind == LearningChange.TargetKind.TASK_ROUTE:
                 _route_tier_set(
                     task_type=proposal.task_type, tier=tier_at(proposal.after), run_id=run.pk
+                )
+            elif apply and proposal.kind == LearningChange.TargetKind.CALLER_ROUTE:
+                _caller_tier_set(
+                    caller=proposal.caller,
+                    task_type=proposal.task_type,
+                    tier=tier_at(proposal.after),
+                    run_id=run.pk,
                 )
             elif apply and proposal.validator:
                 _validator_weight_set(
@@ -869,6 +905,34 @@ def _route_tier_set(*, task_type: str, tier: str, run_id: int | None) -> None:
     config_object_save(obj=route)
 
 
+def _caller_effective(caller: str, task_type: str) -> tuple[str, str, bool]:
+    """Where a caller's requests of a task type start: its tier, pinned model (empty when none),
+    and whether the caller has a preference of its own for the task type."""
+    preferences = {
+        p.task_type: p
+        for p in CallerPreference.objects.filter(caller=caller, task_type__in=(task_type, ""))
+    }
+    preference = preferences.get(task_type) or preferences.get("")
+    own = task_type in preferences
+    if preference is None:
+        tier, pinned, _ = _route_effective(task_type)
+        return tier, pinned, own
+    return preference.start_tier, preference.pinned_model, own
+
+
+def _caller_tier_set(*, caller: str, task_type: str, tier: str, run_id: int | None) -> None:
+    """Set a caller's start tier for a task type, creating its preference when it has none."""
+    preference = (
+        CallerPreference.objects.select_for_update()
+        .filter(caller=caller, task_type=task_type)
+        .first()
+    )
+    if preference is None:
+        preference = CallerPreference(caller=caller, task_type=task_type)
+    preference.start_tier = tier
+    config_object_save(obj=preference)
+
+
 def _assignments_plan() -> _Plan:
     """What the assignments cycle would change, from the last ``WINDOW`` of review verdicts
     (acceptance per tier) and audit records (cost and latency per tier)."""
@@ -940,7 +1004,91 @@ def _assignments_plan() -> _Plan:
         proposal = _assignment_proposal(task_type, per_tier, plan.notes, since)
         if proposal is not None:
             plan.proposals.append(proposal)
+    plan.proposals += _caller_assignment_proposals(since, plan)
     return plan
+
+
+def _caller_assignment_proposals(since: Any, plan: _Plan) -> list[Proposal]:
+    """Per agent and task type, where the agent's own reviews are enough: move the agent's start
+    tier one tier toward the cheapest tier that meets the target *for its requests*, when that
+    differs from where the task type's route is going (agents ask differently)."""
+    counts: dict[tuple[str, str], dict[str, list[int]]] = {}
+    decided = (
+        ReviewItem.objects.filter(decided_at__gte=since, tier__in=list(TIER_POSITIONS))
+        .exclude(status=ReviewItem.Status.PENDING)
+        .exclude(task_type__in=("", TaskRoute.DEFAULT))
+        .exclude(audit_record__agent="")
+        .values("audit_record__agent", "task_type", "tier", "status")
+        .annotate(n=Count("id"))
+    )
+    for row in decided:
+        per_tier = counts.setdefault((row["audit_record__agent"], row["task_type"]), {})
+        pair = per_tier.setdefault(row["tier"], [0, 0])
+        pair[1] += row["n"]
+        if row["status"] == ReviewItem.Status.APPROVED:
+            pair[0] += row["n"]
+    # Where each task type's route is heading (its own proposal's target).
+    task_targets = {
+        p.task_type: str(p.evidence["best_tier"])
+        for p in plan.proposals
+        if p.kind == LearningChange.TargetKind.TASK_ROUTE
+    }
+    by_caller: dict[str, dict[str, dict[str, Any]]] = {}
+    plan.data_used["callers"] = by_caller
+    proposals = []
+    for (caller, task_type), per_tier in sorted(counts.items()):
+        estimates: dict[str, dict[str, Any]] = {
+            tier: {
+                "n": n,
+                "accepted": accepted,
+                "wilson_lower": round(wilson_lower(accepted, n) or 0.0, 4),
+            }
+            for tier, (accepted, n) in per_tier.items()
+        }
+        by_caller.setdefault(caller, {})[task_type] = estimates
+        meets = [
+            tier
+            for tier, e in estimates.items()
+            if e["n"] >= TIER_MIN_SAMPLE and (e["wilson_lower"] or 0.0) >= QUALITY_TARGET
+        ]
+        if not meets:
+            continue  # not enough of the agent's own evidence: the task type's route decides
+        best = min(meets, key=TIER_POSITIONS.__getitem__)
+        current, pinned, own = _caller_effective(caller, task_type)
+        if pinned or current not in TIER_POSITIONS or current == best:
+            continue
+        route_tier, _, _ = _route_effective(task_type)
+        task_best = task_targets.get(task_type, route_tier)
+        if not own and best == task_best:
+            continue  # the task type's route is going there anyway: no preference needed
+        here, there = TIER_POSITIONS[current], TIER_POSITIONS[best]
+        new = tier_at(here + (1 if there > here else -1))
+        chosen = estimates[best]
+        proposals.append(
+            Proposal(
+                tunable="",
+                kind=LearningChange.TargetKind.CALLER_ROUTE,
+                caller=caller,
+                task_type=task_type,
+                before=float(here),
+                before_overridden=own,
+                after=float(TIER_POSITIONS[new]),
+                evidence={
+                    "tier_before": current,
+                    "tier_after": new,
+                    "best_tier": best,
+                    "created_preference": not own,
+                    "tiers": estimates,
+                },
+                expected_effect=(
+                    f"move {'down' if there < here else 'up'} one tier for {caller}: {best} is "
+                    f"the cheapest tier meeting {_pct(QUALITY_TARGET)} acceptance on this "
+                    f"agent's own reviews (95 % lower bound {_pct(chosen['wilson_lower'])} on "
+                    f"{chosen['n']})"
+                ),
+            )
+        )
+    return proposals
 
 
 def _assignment_proposal(

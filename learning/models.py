@@ -179,6 +179,7 @@ class LearningChange(models.Model):
         TUNABLE = "tunable", "Tunable"
         VALIDATOR_WEIGHT = "validator_weight", "Validator weight"
         TASK_ROUTE = "task_route", "Task route start tier"
+        CALLER_ROUTE = "caller_route", "Caller preference start tier"
 
     class State(models.TextChoices):
         APPLIED = "applied", "Applied"
@@ -193,6 +194,9 @@ class LearningChange(models.Model):
     tunable = models.CharField(max_length=50, blank=True, help_text="Empty for a validator.")
     validator = models.CharField(max_length=50, blank=True, help_text="For a validator weight.")
     task_type = models.CharField(max_length=100, blank=True)
+    caller = models.CharField(
+        max_length=100, blank=True, help_text="For a caller's start tier: the agent's name."
+    )
     before = models.FloatField(help_text="The effective value before the change.")
     before_overridden = models.BooleanField(
         default=True,
@@ -227,11 +231,13 @@ class LearningChange(models.Model):
             return f"weight of {self.validator}"
         if self.target_kind == self.TargetKind.TASK_ROUTE:
             return "start tier"
+        if self.target_kind == self.TargetKind.CALLER_ROUTE:
+            return f"start tier of {self.caller}"
         return self.tunable
 
     def value_label(self, value: float) -> str:
         """A value as shown: a tier's name for a task route, the number otherwise."""
-        if self.target_kind == self.TargetKind.TASK_ROUTE:
+        if self.target_kind in (self.TargetKind.TASK_ROUTE, self.TargetKind.CALLER_ROUTE):
             return tier_at(value)
         return f"{value:g}"
 

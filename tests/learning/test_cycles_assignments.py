@@ -23,7 +23,9 @@ COST = {"fast": Decimal("0.0001"), "medium": Decimal("0.001"), "large": Decimal(
 LATENCY = {"fast": 200, "medium": 500, "large": 1500}
 
 
-def reviewed(tier: str, approved: int, rejected: int = 0, task_type: str = "invoice") -> None:
+def reviewed(
+    tier: str, approved: int, rejected: int = 0, task_type: str = "invoice", agent: str = ""
+) -> None:
     """Answers of a tier, reviewed: ``approved`` accepted as they were, ``rejected`` not."""
     now = timezone.now()
     statuses = ["approved"] * approved + ["rejected"] * rejected
@@ -32,6 +34,7 @@ def reviewed(tier: str, approved: int, rejected: int = 0, task_type: str = "invo
             request_id="call-" + uuid.uuid4().hex,
             endpoint="completion",
             caller="agent-a",
+            agent=agent,
             task_type=task_type,
             status="warning",
             http_status=200,
@@ -201,3 +204,37 @@ def test_the_run_records_per_tier_estimates():
     }
     assert estimates["medium"]["wilson_lower"] == pytest.approx(0.9124, abs=1e-4)
     assert "invoice: fast n=40 acceptance 75% lower 60%" in run.outcome
+
+
+@pytest.mark.django_db
+def test_an_agent_whose_own_reviews_differ_gets_a_start_tier_of_its_own():
+    """Most agents need the large tier for invoices, but one agent's requests are answered well
+    by the fast tier (its own 45 reviews say so): it gets a caller preference one tier down, the
+    task type's route stays, and a revert removes the preference."""
+    from routing.models import CallerPreference
+
+    route("invoice", "large")
+    reviewed("fast", 30, 20, agent="bulk-agent")  # most agents: fast is poor
+    reviewed("large", 60, agent="bulk-agent")
+    reviewed("fast", 45, agent="tidy-agent")  # this agent's invoices: fast is fine
+    run = learning_cycle_run(kind="assignments")
+    change = run.changes.get(target_kind="caller_route")
+    assert (change.caller, change.task_type, change.before, change.after) == (
+        "tidy-agent", "invoice", 2.0, 1.0
+    )  # fmt: skip
+    assert str(change) == "start tier of tidy-agent[invoice]: large → medium"
+    preference = CallerPreference.objects.get(caller="tidy-agent", task_type="invoice")
+    assert preference.start_tier == "medium"
+    assert start_tier() == "large"
+    assert run.data_used["callers"]["tidy-agent"]["invoice"]["fast"]["n"] == 45
+    learning_change_revert(change=change, actor=None)
+    assert not CallerPreference.objects.filter(caller="tidy-agent").exists()
+
+
+@pytest.mark.django_db
+def test_no_caller_preference_without_enough_of_its_own_reviews():
+    route("invoice", "large")
+    reviewed("fast", 30, 20, agent="bulk-agent")
+    reviewed("fast", 10, agent="tidy-agent")  # too few to tell
+    run = learning_cycle_run(kind="assignments")
+    assert not run.changes.filter(target_kind="caller_route").exists()
