@@ -104,7 +104,7 @@ class AgentAdmin(_AgentAdminBase):
         total = SpendRollup.objects.filter(agent=obj.name, day=timezone.now().date()).aggregate(
             total=Sum("cost_usd")
         )["total"]
-        return f"{total or 0:.4f}"
+        return f"{total or 0:.6f}"
 
     def save_formset(self, request: HttpRequest, form: Any, formset: Any, change: bool) -> None:
         if formset.model is Budget:
@@ -174,7 +174,7 @@ class BudgetAdmin(_BudgetAdminBase):
         from .spend import spent_nano
 
         _, start, end = _period(obj.period, timezone.now())
-        return f"{spent_nano(budget_ref(obj), start, end) / 1_000_000_000:.4f}"
+        return f"{spent_nano(budget_ref(obj), start, end) / 1_000_000_000:.6f}"
 
 
 @admin.register(SpendRollup)

@@ -127,12 +127,15 @@ class Admission:
         if self.tokens_key and tokens != self.tokens_counted:
             deltas.append((self.tokens_key, tokens - self.tokens_counted, 2 * WINDOW_S))
         delta = _nano(cost_usd) - self.reserved_nano
-        if self.budgets and delta:
+        # A settlement that spent something is checked against the alert thresholds, even when
+        # it cost exactly what was reserved (a delta of 0 still reads the counter).
+        spent = bool(self.budgets) and bool(delta or self.reserved_nano)
+        if spent:
             deltas += [(key, delta, ttl) for _, key, ttl in self.budgets]
         if not deltas:
             return
         values = await shared_state().aadjust(deltas)
-        if self.budgets and delta:
+        if spent:
             budget_values = values[-len(self.budgets) :]
             await _check_alerts(
                 [
@@ -162,14 +165,19 @@ class BudgetGuard:
         return f"budget cannot cover a call of up to ${worst:.4f}"
 
 
+def usd(amount: float) -> str:
+    """Dollars as people read them: cents from a dollar up, six decimals below."""
+    return f"${amount:,.2f}" if amount >= 1 else f"${amount:.6f}"
+
+
 def _budget_refusal(ref: BudgetRef, used: int, amount: int) -> LimitExceeded:
     now = datetime.now(UTC)
     _, _, end = _period(ref.period, now)
     return LimitExceeded(
         "budget_exceeded",
-        f"Budget exceeded: the {ref.label} budget of ${ref.limit_nano / NANO:.2f} has "
-        f"${max(0, ref.limit_nano - used) / NANO:.4f} left and this request may cost up to "
-        f"${amount / NANO:.4f}. No upstream call was made.",
+        f"Budget exceeded: the {ref.label} budget of {usd(ref.limit_nano / NANO)} has "
+        f"{usd(max(0, ref.limit_nano - used) / NANO)} left and this request may cost up to "
+        f"{usd(amount / NANO)}. No upstream call was made.",
         retry_after_s=max(1.0, (end - now).total_seconds()),
         headers={},
     )
@@ -349,11 +357,11 @@ async def _check_alerts(
 
 async def _raise_alert(ref: BudgetRef, key: str, threshold: int, used: int) -> None:
     logger.warning(
-        "BUDGET ALERT: the %s budget reached %d %% ($%.4f of $%.2f)",
+        "BUDGET ALERT: the %s budget reached %d %% (%s of %s)",
         ref.label,
         threshold,
-        used / NANO,
-        ref.limit_nano / NANO,
+        usd(used / NANO),
+        usd(ref.limit_nano / NANO),
     )
     period_id = key.rsplit(":", 1)[1]
     await sync_to_async(_enqueue_alert, thread_sensitive=False)(ref.id, period_id, threshold, used)

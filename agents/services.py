@@ -69,12 +69,13 @@ def _period_start(period_id: str) -> date:
 def budget_alert_record(
     *, budget_id: int, period_id: str, threshold: int, used_nano: int
 ) -> BudgetAlert | None:
-    """Record a budget's alert for one period and threshold, once (a duplicate is ignored)."""
+    """Record a budget's alert for one period and threshold, once; returns it (the one recorded
+    earlier for a duplicate), or None when the budget is gone."""
     budget = Budget.objects.filter(pk=budget_id).first()
     if budget is None:
         return None
     webhook = budget.alert_webhook_url or settings.GATEWAY["BUDGET_ALERT_WEBHOOK_URL"]
-    alert, created = BudgetAlert.objects.get_or_create(
+    alert, _ = BudgetAlert.objects.get_or_create(
         budget=budget,
         period_start=_period_start(period_id),
         threshold=threshold,
@@ -84,7 +85,7 @@ def budget_alert_record(
             "webhook_url": webhook,
         },
     )
-    return alert if created else None
+    return alert
 
 
 def budget_alert_payload(alert: BudgetAlert) -> dict[str, object]:

@@ -266,12 +266,10 @@ def test_a_budget_alert_is_recorded_signed_to_its_webhook_and_shown_in_the_admin
         budget_id=budget.pk, period_id=today, threshold=80, used_nano=1_600_000_000
     )
     assert alert is not None and alert.spent_usd == Decimal("1.6")
-    assert (
-        budget_alert_record(
-            budget_id=budget.pk, period_id=today, threshold=80, used_nano=1_700_000_000
-        )
-        is None
-    )  # once per period and threshold
+    again = budget_alert_record(
+        budget_id=budget.pk, period_id=today, threshold=80, used_nano=1_700_000_000
+    )
+    assert again == alert and BudgetAlert.objects.count() == 1  # once per period and threshold
     assert budget_alert_deliver(alert_id=alert.pk, final_attempt=False)
     server.shutdown()
     ((headers, body),) = received

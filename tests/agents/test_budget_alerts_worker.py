@@ -1,0 +1,124 @@
+"""Budget alerts end to end: traffic takes a budget past 50, 80 and 100 %, and a real Celery
+worker records each alert and POSTs it, signed, to the budget's webhook."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from decimal import Decimal
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import pytest
+from django.conf import settings
+from factories import sim_setup
+
+from agents.models import Agent, Budget, BudgetAlert
+from agents.services import api_key_create
+from gateway_project.celery import app as celery_app
+from reviews.services import callback_secret
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def alert_worker(gateway) -> Iterator[str]:
+    """A Celery worker on the test database and broker, on a queue of its own that this test
+    publishes to."""
+    from conftest import test_database_url
+
+    queue = f"alerts-test-{uuid.uuid4().hex[:10]}"
+    env = {
+        **os.environ,
+        "DATABASE_URL": test_database_url(),
+        "GATEWAY_DATA_DIR": str(settings.DATA_DIR),
+        "LOG_LEVEL": "WARNING",
+    }
+    if settings.REDIS_URL:
+        env["REDIS_URL"] = settings.REDIS_URL
+    else:
+        env.pop("REDIS_URL", None)
+    process = subprocess.Popen(
+        [str(Path(sys.executable).parent / "celery"), "-A", "gateway_project", "worker",
+         "--pool", "solo", "-c", "1", "-l", "warning", "-Q", queue,
+         "--without-gossip", "--without-mingle", "--without-heartbeat"],
+        cwd=ROOT, env=env,
+    )  # fmt: skip
+    default_queue = celery_app.conf.task_default_queue
+    celery_app.conf.task_default_queue = queue
+    yield queue
+    celery_app.conf.task_default_queue = default_queue
+    process.terminate()
+    try:
+        process.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@pytest.fixture
+def webhook() -> Iterator[tuple[str, list[tuple[dict[str, str], bytes]]]]:
+    received: list[tuple[dict[str, str], bytes]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            received.append((dict(self.headers.items()), body))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/budget-alerts", received
+    server.shutdown()
+    server.server_close()
+
+
+def test_alerts_at_50_80_and_100_percent_reach_the_webhook_through_the_worker(
+    gateway, simulator, alert_worker, webhook, caplog
+):
+    url, received = webhook
+    sim_setup(simulator.url)
+    simulator.configure("sim-medium", words=400)
+    agent = Agent.objects.create(name="spender")
+    key = api_key_create(agent_name="spender")[1]
+    budget = Budget.objects.create(
+        scope="agent", agent=agent, limit_usd=Decimal("0.0012"), alert_webhook_url=url
+    )
+    statuses = [
+        httpx.post(
+            f"{gateway.url}/v1/completion",
+            json={"input": f"Explain queues {i}", "model": "medium", "max_tokens": 200},
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=20,
+        ).status_code
+        for i in range(4)
+    ]
+    assert statuses[:2] == [200, 200] and statuses[-1] == 429
+    deadline = time.monotonic() + 45
+    while len(received) < 3 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    payloads = []
+    for headers, body in received:
+        expected = hmac.new(callback_secret(), body, hashlib.sha256).hexdigest()
+        assert headers["X-Gateway-Signature"] == f"sha256={expected}"
+        payloads.append(json.loads(body))
+    assert sorted(p["threshold_percent"] for p in payloads) == [50, 80, 100]
+    assert {p["budget"]["id"] for p in payloads} == {budget.pk}
+    alerts = BudgetAlert.objects.filter(budget=budget)
+    assert sorted(a.threshold for a in alerts) == [50, 80, 100]
+    assert all(a.delivered_at is not None for a in alerts)
+    assert "BUDGET ALERT: the daily agent spender budget reached 100 %" in caplog.text
