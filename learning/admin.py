@@ -86,7 +86,7 @@ class TunableOverrideForm(_TunableOverrideFormBase):
 
     class Meta:
         model = TunableOverride
-        fields = ["name", "task_type", "value"]
+        fields = ["name", "task_type", "caller", "value"]
         help_texts = {
             "name": "; ".join(
                 f"{t.name} (default {t.default:g}): {t.description}" for t in TUNABLES.values()
@@ -99,12 +99,17 @@ class TunableOverrideAdmin(_TunableOverrideAdminBase):
     """Gate thresholds and escalation limits, per task type; every change is kept."""
 
     form = TunableOverrideForm
-    list_display = ("name", "task_type_label", "value", "default", "updated_at")
+    list_display = ("name", "task_type_label", "caller_label", "value", "default", "updated_at")
     list_filter = ("name",)
+    search_fields = ("task_type", "caller")
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
-        # Which tunable and task type an override is for is fixed; add another one instead.
-        return ["name", "task_type"] if obj is not None else []
+        # What an override is for is fixed; add another one instead.
+        return ["name", "task_type", "caller"] if obj is not None else []
+
+    @admin.display(description="caller", ordering="caller")
+    def caller_label(self, obj: TunableOverride) -> str:
+        return obj.caller or "(every caller)"
 
     @admin.display(description="task type", ordering="task_type")
     def task_type_label(self, obj: TunableOverride) -> str:
@@ -121,13 +126,20 @@ class TunableOverrideAdmin(_TunableOverrideAdminBase):
         tunable_set(
             name=obj.name,
             task_type=obj.task_type,
+            caller=obj.caller,
             value=obj.value,
             actor=request.user,
             reason=form.cleaned_data.get("reason", ""),
         )
 
     def delete_model(self, request: HttpRequest, obj: TunableOverride) -> None:
-        tunable_set(name=obj.name, task_type=obj.task_type, value=None, actor=request.user)
+        tunable_set(
+            name=obj.name,
+            task_type=obj.task_type,
+            caller=obj.caller,
+            value=None,
+            actor=request.user,
+        )
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[TunableOverride]) -> None:
         for override in queryset:
@@ -142,6 +154,7 @@ class TunableChangeAdmin(_TunableChangeAdminBase):
         "changed_at",
         "name",
         "task_type",
+        "caller",
         "old_value",
         "new_value",
         "actor",

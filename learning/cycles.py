@@ -79,7 +79,7 @@ from .models import (
     tier_at,
 )
 from .replay import replay_start_tier, replay_thresholds, replay_validator_weight
-from .selectors import gate_configs
+from .selectors import caller_gate_configs, gate_configs
 from .services import tunable_set, validator_config_delete, validator_config_save
 from .validators.registry import VALIDATORS
 
@@ -148,7 +148,8 @@ class Proposal:
             caller=self.caller,
         )
         before, after = change.value_label(self.before), change.value_label(self.after)
-        return f"{change.target}[{self.task_type}] {before} -> {after}: {self.expected_effect}"
+        where = f"{self.task_type}/{self.caller}" if self.caller else self.task_type
+        return f"{change.target}[{where}] {before} -> {after}: {self.expected_effect}"
 
 
 @dataclass(slots=True)
@@ -257,7 +258,7 @@ def learning_change_apply(*, change: LearningChange, actor: Any) -> LearningChan
             validator=change.validator, task_type=change.task_type, weight=change.after
         )
     else:
-        current, _ = _effective(change.tunable, change.task_type)
+        current, _ = _effective(change.tunable, change.task_type, change.caller)
         if abs(current - change.before) > 1e-9:
             raise ValueError(
                 f"{change.tunable}[{change.task_type}] is {current:g} now, "
@@ -266,6 +267,7 @@ def learning_change_apply(*, change: LearningChange, actor: Any) -> LearningChan
         tunable_set(
             name=change.tunable,
             task_type=change.task_type,
+            caller=change.caller,
             value=change.after,
             actor=actor,
             source=f"learning:{change.run.kind}",
@@ -327,6 +329,7 @@ def learning_change_revert(*, change: LearningChange, actor: Any) -> LearningCha
         tunable_set(
             name=change.tunable,
             task_type=change.task_type,
+            caller=change.caller,
             value=change.before if change.before_overridden else None,
             actor=actor,
             source="revert",
@@ -414,6 +417,7 @@ def _cycle(*, run: LearningRun, plan: _Plan) -> None:
                 tunable_set(
                     name=proposal.tunable,
                     task_type=proposal.task_type,
+                    caller=proposal.caller,
                     value=proposal.after,
                     source=f"learning:{run.kind}",
                     reason=f"learning run {run.pk}: {proposal.expected_effect}"[:300],
@@ -446,6 +450,7 @@ def _drift_alert(change: LearningChange) -> str:
         LearningChange.objects.filter(
             tunable=change.tunable,
             task_type=change.task_type,
+            caller=change.caller,
             state=LearningChange.State.APPLIED,
             applied_at__gte=timezone.now() - DRIFT_WINDOW,
         )
@@ -462,11 +467,17 @@ def _drift_alert(change: LearningChange) -> str:
     )
 
 
-def _effective(name: str, task_type: str) -> tuple[float, bool]:
-    """A tunable's effective value for a task type, and whether the task type overrides it."""
+def _effective(name: str, task_type: str, caller: str = "") -> tuple[float, bool]:
+    """A tunable's effective value for a task type (and caller), and whether that exact pair
+    has an override of its own."""
     default, per_task = gate_configs()
     config = per_task.get(task_type, default)
-    overridden = TunableOverride.objects.filter(name=name, task_type=task_type).exists()
+    if caller:
+        per_caller = caller_gate_configs()
+        config = per_caller.get((caller, task_type)) or per_caller.get((caller, "")) or config
+    overridden = TunableOverride.objects.filter(
+        name=name, task_type=task_type, caller=caller
+    ).exists()
     return float(getattr(config, name)), overridden
 
 
@@ -481,19 +492,22 @@ def _thresholds_plan() -> _Plan:
         ReviewItem.objects.filter(decided_at__gte=since, confidence__isnull=False)
         .exclude(status=ReviewItem.Status.PENDING)
         .exclude(task_type="")
-        .values_list("task_type", "confidence", "status")
+        .values_list("task_type", "audit_record__agent", "confidence", "status")
     )
     by_task: dict[str, list[tuple[float, bool]]] = {}
-    for task_type, confidence, status in decided:
+    by_caller: dict[tuple[str, str], list[tuple[float, bool]]] = {}
+    for task_type, agent, confidence, status in decided:
         if confidence is None:  # excluded by the query; mypy cannot know
             continue
-        by_task.setdefault(task_type, []).append(
-            (float(confidence), status == ReviewItem.Status.APPROVED)
-        )
+        verdict = (float(confidence), status == ReviewItem.Status.APPROVED)
+        by_task.setdefault(task_type, []).append(verdict)
+        if agent:
+            by_caller.setdefault((agent, task_type), []).append(verdict)
     default, per_task = gate_configs()
+    per_caller = caller_gate_configs()
     overrides = set(
         TunableOverride.objects.filter(name__in=("approve_at", "review_below")).values_list(
-            "name", "task_type"
+            "name", "task_type", "caller"
         )
     )
     plan = _Plan()
@@ -516,6 +530,34 @@ def _thresholds_plan() -> _Plan:
             since=since,
             notes=plan.notes,
         )
+    plan.data_used["reviewed_per_caller"] = {
+        f"{caller}/{task}": len(v) for (caller, task), v in sorted(by_caller.items())
+    }
+    task_after = {(p.tunable, p.task_type): p.after for p in plan.proposals}
+    for (caller, task_type), verdicts in sorted(by_caller.items()):
+        if len(verdicts) < MIN_SAMPLE or len(verdicts) == len(by_task[task_type]):
+            continue  # too few of its own, or the task type's reviews are all this caller's
+        config = (
+            per_caller.get((caller, task_type))
+            or per_caller.get((caller, ""))
+            or per_task.get(task_type, default)
+        )
+        task_config = per_task.get(task_type, default)
+        for proposal in _task_proposals(
+            task_type=task_type,
+            verdicts=verdicts,
+            config=config,
+            overrides=overrides,
+            since=since,
+            notes=plan.notes,
+            caller=caller,
+        ):
+            # Only where this caller's own reviews lead elsewhere than the task type's.
+            heading = task_after.get(
+                (proposal.tunable, task_type), getattr(task_config, proposal.tunable)
+            )
+            if proposal.before_overridden or abs(proposal.after - heading) > 1e-9:
+                plan.proposals.append(proposal)
     return plan
 
 
@@ -524,12 +566,14 @@ def _task_proposals(
     task_type: str,
     verdicts: list[tuple[float, bool]],
     config: GateConfig,
-    overrides: set[tuple[str, str]],
+    overrides: set[tuple[str, str, str]],
     since: Any,
     notes: list[str],
+    caller: str = "",
 ) -> list[Proposal]:
+    """Threshold proposals for a task type, or for one caller's requests of it."""
     approve_at, review_below = config.approve_at, config.review_below
-    load_at = _ReviewLoad(task_type=task_type, since=since)
+    load_at = _ReviewLoad(task_type=task_type, since=since, agent=caller)
     load = load_at(review_below)
     band = [v for v in verdicts if v[0] >= approve_at]
     band_rate = _rate(band)
@@ -550,8 +594,9 @@ def _task_proposals(
             # Reviewers reject answers as often at every higher score: the validators cannot
             # tell these answers apart, and a higher threshold would only send more to review.
             notes.append(
-                f"{task_type}: approved-band acceptance {_pct(band_rate)} is under target, but "
-                "no higher score does better; approve_at left as it is"
+                f"{task_type}{'/' + caller if caller else ''}: approved-band acceptance "
+                f"{_pct(band_rate)} is under target, but no higher score does better; "
+                "approve_at left as it is"
             )
         elif band_rate < TARGET_ACCEPTANCE:
             new_approve = min(10.0, round(approve_at + MAX_STEP, 1))
@@ -604,13 +649,15 @@ def _task_proposals(
             gate=config,
             review_below=review_below,
             approve_at=new_approve,
+            agent=caller,
         )
         proposals.append(
             Proposal(
                 tunable="approve_at",
                 task_type=task_type,
+                caller=caller,
                 before=approve_at,
-                before_overridden=("approve_at", task_type) in overrides,
+                before_overridden=("approve_at", task_type, caller) in overrides,
                 after=new_approve,
                 evidence={
                     **base,
@@ -632,13 +679,15 @@ def _task_proposals(
             gate=config,
             review_below=new_review,
             approve_at=approve_at,
+            agent=caller,
         )
         proposals.append(
             Proposal(
                 tunable="review_below",
                 task_type=task_type,
+                caller=caller,
                 before=review_below,
-                before_overridden=("review_below", task_type) in overrides,
+                before_overridden=("review_below", task_type, caller) in overrides,
                 after=new_review,
                 evidence={**base, "review_load_after": new_load, "replay": replay.as_dict()},
                 expected_effect=(
@@ -669,9 +718,11 @@ def _pct(rate: float | None) -> str:
 class _ReviewLoad:
     """Share of a task type's answered requests (in the window) scoring below a threshold."""
 
-    def __init__(self, *, task_type: str, since: Any) -> None:
-        self._rows = AuditRecord.objects.filter(
-            task_type=task_type,
+    def __init__(self, *, task_type: str, since: Any, agent: str = "") -> None:
+        rows = AuditRecord.objects.filter(task_type=task_type)
+        if agent:
+            rows = rows.filter(agent=agent)
+        self._rows = rows.filter(
             created_at__gte=since,
             confidence__isnull=False,
             status__in=(

@@ -52,21 +52,29 @@ class ValidatorConfig(models.Model):
 
 
 class TunableOverride(models.Model):
-    """A value replacing a tunable's default, globally or for one task type."""
+    """A value replacing a tunable's default: globally, for one task type, or for one caller
+    (agent) and task type. The most specific wins: caller and task type, caller, task type,
+    global."""
 
     name = models.CharField(max_length=50, choices=_tunable_choices)
     task_type = models.SlugField(max_length=100, blank=True, help_text="Empty: all task types.")
+    caller = models.SlugField(
+        max_length=100, blank=True, help_text="An agent's name; empty: every caller."
+    )
     value = models.FloatField()
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
-        ordering = ["name", "task_type"]
+        ordering = ["name", "task_type", "caller"]
         constraints = [
-            models.UniqueConstraint(fields=["name", "task_type"], name="unique_tunable_override")
+            models.UniqueConstraint(
+                fields=["name", "task_type", "caller"], name="unique_tunable_override_caller"
+            )
         ]
 
     def __str__(self) -> str:
-        return f"{self.name}[{self.task_type or '*'}] = {self.value:g}"
+        who = f"/{self.caller}" if self.caller else ""
+        return f"{self.name}[{self.task_type or '*'}{who}] = {self.value:g}"
 
     def clean(self) -> None:
         tunable = TUNABLES.get(self.name)
@@ -83,6 +91,7 @@ class TunableChange(models.Model):
 
     name = models.CharField(max_length=50)
     task_type = models.CharField(max_length=100, blank=True)
+    caller = models.CharField(max_length=100, blank=True)
     old_value = models.FloatField(null=True, help_text="Empty: it was the default.")
     new_value = models.FloatField(null=True, help_text="Empty: back to the default.")
     actor = models.ForeignKey(
@@ -222,7 +231,10 @@ class LearningChange(models.Model):
 
     def __str__(self) -> str:
         before, after = self.value_label(self.before), self.value_label(self.after)
-        return f"{self.target}[{self.task_type or '*'}]: {before} → {after}"
+        where = self.task_type or "*"
+        if self.caller and self.target_kind == self.TargetKind.TUNABLE:
+            where += f"/{self.caller}"
+        return f"{self.target}[{where}]: {before} → {after}"
 
     @property
     def target(self) -> str:

@@ -95,16 +95,18 @@ def _usd(value: float | None) -> str:
     return "n/a" if value is None else f"${value:.6f}"
 
 
-def _answered(task_type: str, since: datetime) -> QuerySet[AuditRecord]:
-    return AuditRecord.objects.filter(
+def _answered(task_type: str, since: datetime, agent: str = "") -> QuerySet[AuditRecord]:
+    rows = AuditRecord.objects.filter(
         task_type=task_type, created_at__gte=since, status__in=ANSWERED, confidence__isnull=False
     )
+    return rows.filter(agent=agent) if agent else rows
 
 
-def _reviewed(task_type: str, since: datetime) -> QuerySet[ReviewItem]:
-    return ReviewItem.objects.filter(
+def _reviewed(task_type: str, since: datetime, agent: str = "") -> QuerySet[ReviewItem]:
+    items = ReviewItem.objects.filter(
         task_type=task_type, decided_at__gte=since, confidence__isnull=False
     ).exclude(status=ReviewItem.Status.PENDING)
+    return items.filter(audit_record__agent=agent) if agent else items
 
 
 def _verdicts(items: QuerySet[ReviewItem]) -> list[tuple[float, bool]]:
@@ -121,10 +123,17 @@ def _acceptance(verdicts: list[tuple[float, bool]], approve_at: float) -> float 
 
 
 def replay_thresholds(
-    *, task_type: str, since: datetime, gate: GateConfig, review_below: float, approve_at: float
+    *,
+    task_type: str,
+    since: datetime,
+    gate: GateConfig,
+    review_below: float,
+    approve_at: float,
+    agent: str = "",
 ) -> Replay:
-    """The task type's recent answers under other thresholds (cost does not change)."""
-    rows = _answered(task_type, since)
+    """The task type's recent answers (one agent's, when given) under other thresholds (cost
+    does not change)."""
+    rows = _answered(task_type, since, agent)
     totals = rows.aggregate(
         n=Count("id"),
         cost=Avg("cost_usd"),
@@ -135,7 +144,7 @@ def replay_thresholds(
     )
     n = totals["n"]
     cost = None if totals["cost"] is None else float(totals["cost"])
-    verdicts = _verdicts(_reviewed(task_type, since))
+    verdicts = _verdicts(_reviewed(task_type, since, agent))
 
     def side(approved: int, review: int, threshold: float) -> Side:
         return Side(

@@ -10,18 +10,45 @@ from .validators.base import ValidatorSetting
 
 
 def gate_configs() -> tuple[GateConfig, dict[str, GateConfig]]:
-    """The global gate config and one per task type that overrides anything."""
-    global_layer: dict[str, float] = {}
-    per_task: dict[str, dict[str, float]] = defaultdict(dict)
-    for override in TunableOverride.objects.all():
-        if override.task_type:
-            per_task[override.task_type][override.name] = override.value
-        else:
-            global_layer[override.name] = override.value
+    """The global gate config and one per task type that overrides anything (callers' own
+    overrides are in ``caller_gate_configs``)."""
+    global_layer, per_task, _ = _override_layers()
     default = GateConfig.from_overrides(global_layer)
     return default, {
         task: GateConfig.from_overrides(global_layer, layer) for task, layer in per_task.items()
     }
+
+
+def caller_gate_configs() -> dict[tuple[str, str], GateConfig]:
+    """Gate configs of callers with overrides of their own, by (caller, task type); task type
+    "" is the caller's config for task types without a pair of their own. Layers, most specific
+    last: global, task type, the caller's for all task types, the caller's for the task type."""
+    global_layer, per_task, per_caller = _override_layers()
+    configs: dict[tuple[str, str], GateConfig] = {}
+    for caller, layers in per_caller.items():
+        all_tasks = layers.get("", {})
+        for task in {*per_task, *layers} - {""}:
+            configs[(caller, task)] = GateConfig.from_overrides(
+                global_layer, per_task.get(task, {}), all_tasks, layers.get(task, {})
+            )
+        configs[(caller, "")] = GateConfig.from_overrides(global_layer, all_tasks)
+    return configs
+
+
+def _override_layers() -> tuple[
+    dict[str, float], dict[str, dict[str, float]], dict[str, dict[str, dict[str, float]]]
+]:
+    global_layer: dict[str, float] = {}
+    per_task: dict[str, dict[str, float]] = defaultdict(dict)
+    per_caller: dict[str, dict[str, dict[str, float]]] = defaultdict(lambda: defaultdict(dict))
+    for override in TunableOverride.objects.all():
+        if override.caller:
+            per_caller[override.caller][override.task_type][override.name] = override.value
+        elif override.task_type:
+            per_task[override.task_type][override.name] = override.value
+        else:
+            global_layer[override.name] = override.value
+    return global_layer, per_task, per_caller
 
 
 def validator_settings(

@@ -21,7 +21,7 @@ from django.conf import settings
 
 from gateway_project.versions import SharedVersion
 from learning.gates import GateConfig
-from learning.selectors import gate_configs, validator_settings
+from learning.selectors import caller_gate_configs, gate_configs, validator_settings
 from learning.validators import DEFAULT_SETTINGS
 from learning.validators.base import ValidatorSetting
 from providers.base import Message, Target
@@ -94,6 +94,8 @@ class RoutingSnapshot:
     providers: dict[int, str] = field(default_factory=dict)
     default_gate: GateConfig = field(default_factory=GateConfig)
     gates: dict[str, GateConfig] = field(default_factory=dict)
+    # (caller, task type) → the gate of a caller with tunables of its own; "" task: its default.
+    caller_gates: dict[tuple[str, str], GateConfig] = field(default_factory=dict)
     default_validators: tuple[ValidatorSetting, ...] = ()
     validators: dict[str, tuple[ValidatorSetting, ...]] = field(default_factory=dict)
     # Task type → messages put before the caller's (system prompt, reviewed few-shot examples).
@@ -101,7 +103,11 @@ class RoutingSnapshot:
     # Task type → response cache TTL in seconds, for the task routes that set one.
     cache_ttls: dict[str, int] = field(default_factory=dict)
 
-    def gate_for(self, task_type: str) -> GateConfig:
+    def gate_for(self, task_type: str, caller: str = "") -> GateConfig:
+        if caller and self.caller_gates:
+            gate = self.caller_gates.get((caller, task_type)) or self.caller_gates.get((caller, ""))
+            if gate is not None:
+                return gate
         return self.gates.get(task_type, self.default_gate)
 
     def validators_for(self, task_type: str) -> tuple[ValidatorSetting, ...]:
@@ -221,6 +227,7 @@ def build_snapshot(version: str) -> RoutingSnapshot:
             rules.append(Rule(task_type=rule.task_type, regex=compiled))
 
     default_gate, gates = gate_configs()
+    caller_gates = caller_gate_configs()
     prompt_prefixes = _prompt_prefixes()
     default_validators, validators = validator_settings(DEFAULT_SETTINGS)
     routes = list(TaskRoute.objects.all())
@@ -239,6 +246,7 @@ def build_snapshot(version: str) -> RoutingSnapshot:
         providers={p.id: p.name for p in providers.values()},
         default_gate=default_gate,
         gates=gates,
+        caller_gates=caller_gates,
         default_validators=default_validators,
         validators=validators,
         prompt_prefixes=prompt_prefixes,

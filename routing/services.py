@@ -110,7 +110,7 @@ async def _plan(job: CompletionJob) -> tuple[RoutingSnapshot, list[Deployment]]:
     ):
         # Exploration: a small share of routed traffic starts on a neighbouring tier, so the
         # assignments cycle sees how those tiers do on this task type.
-        start = snapshot.gate_for(job.task_type).explore(
+        start = snapshot.gate_for(job.task_type, job.caller.agent).explore(
             choice.start_tier, {t for t, deployments in snapshot.by_tier.items() if deployments}
         )
         if start != choice.start_tier:
@@ -303,7 +303,7 @@ async def completion_run(job: CompletionJob) -> Outcome:
 async def _completion_attempts(
     job: CompletionJob, snapshot: RoutingSnapshot, plan: list[Deployment]
 ) -> Outcome:
-    gate = snapshot.gate_for(job.task_type)
+    gate = snapshot.gate_for(job.task_type, job.caller.agent)
     checks = snapshot.validators_for(job.task_type)
     second = _second_opinion_task(snapshot, job, checks)
     attempts: list[dict[str, Any]] = []
@@ -425,7 +425,7 @@ def stream_outcome(
     """Score and gate a finished stream; it cannot be escalated, so low scores go to review."""
     if job.cache.hit is not None:
         return job.cache.hit  # a replayed cached answer keeps the gate of its source
-    gate = snapshot.gate_for(job.task_type)
+    gate = snapshot.gate_for(job.task_type, job.caller.agent)
     confidence = score_answer(
         answer_context(job, output, finish_reason, interrupted=interrupted),
         snapshot.validators_for(job.task_type),

@@ -37,7 +37,9 @@ if str(ROOT / "tests" / "reviews") not in sys.path:
 from review_helpers import worker_database_url  # noqa: E402
 
 
-def answers(confidence: float, count: int, task_type: str = "invoice") -> list[AuditRecord]:
+def answers(
+    confidence: float, count: int, task_type: str = "invoice", agent: str = ""
+) -> list[AuditRecord]:
     """Answered requests as the gateway records them (not reviewed)."""
     now = timezone.now()
     return AuditRecord.objects.bulk_create(
@@ -45,6 +47,7 @@ def answers(confidence: float, count: int, task_type: str = "invoice") -> list[A
             request_id="call-" + uuid.uuid4().hex,
             endpoint="completion",
             caller="agent-a",
+            agent=agent,
             task_type=task_type,
             status="approved" if confidence >= 7 else "warning" if confidence >= 4 else
             "pending_review",
@@ -57,7 +60,9 @@ def answers(confidence: float, count: int, task_type: str = "invoice") -> list[A
     )  # fmt: skip
 
 
-def reviewed(confidence: float, status: str, count: int, task_type: str = "invoice") -> None:
+def reviewed(
+    confidence: float, status: str, count: int, task_type: str = "invoice", agent: str = ""
+) -> None:
     """Answered requests that a reviewer decided (``status``: approved, rejected, corrected)."""
     now = timezone.now()
     ReviewItem.objects.bulk_create(
@@ -71,12 +76,12 @@ def reviewed(confidence: float, status: str, count: int, task_type: str = "invoi
             status=status,
             decided_at=now - timedelta(hours=1),
         )
-        for record in answers(confidence, count, task_type)
+        for record in answers(confidence, count, task_type, agent)
     )
 
 
-def override(name: str, task_type: str = "invoice") -> float | None:
-    row = TunableOverride.objects.filter(name=name, task_type=task_type).first()
+def override(name: str, task_type: str = "invoice", caller: str = "") -> float | None:
+    row = TunableOverride.objects.filter(name=name, task_type=task_type, caller=caller).first()
     return row.value if row else None
 
 
@@ -539,3 +544,31 @@ def test_run_now_in_the_admin_runs_the_selected_cycles(client):
     assert override("approve_at") == 7.5
     shown = [str(m) for m in response.context["messages"]]
     assert any("thresholds run" in m for m in shown), shown
+
+
+@pytest.mark.django_db
+def test_a_caller_whose_reviews_differ_gets_thresholds_of_its_own():
+    """Reviewers accept the task type's approved answers on target overall, but one agent's
+    answers at 8 are often rejected (its requests are harder): approve_at rises for that agent
+    only, through a caller override that the gate uses for its requests; revertible."""
+    from routing.config import build_snapshot
+
+    reviewed(8.0, "approved", 200, agent="easy-agent")
+    reviewed(8.0, "approved", 16, agent="hard-agent")
+    reviewed(8.0, "rejected", 6, agent="hard-agent")
+    reviewed(9.5, "approved", 10, agent="hard-agent")
+    run = learning_cycle_run(kind="thresholds")
+    (change,) = run.changes.all()
+    assert (change.tunable, change.task_type, change.caller, change.after) == (
+        "approve_at", "invoice", "hard-agent", 7.5
+    )  # fmt: skip
+    assert str(change) == "approve_at[invoice/hard-agent]: 7 → 7.5"
+    assert override("approve_at") is None  # the task type's own stays
+    row = TunableOverride.objects.get(name="approve_at", caller="hard-agent")
+    assert (row.task_type, row.value) == ("invoice", 7.5)
+    snapshot = build_snapshot("test")
+    assert snapshot.gate_for("invoice", "hard-agent").approve_at == 7.5
+    assert snapshot.gate_for("invoice", "easy-agent").approve_at == 7.0
+    assert run.data_used["reviewed_per_caller"]["hard-agent/invoice"] == 32
+    learning_change_revert(change=change, actor=None)
+    assert not TunableOverride.objects.filter(caller="hard-agent").exists()

@@ -217,3 +217,30 @@ def test_exploration_starts_some_requests_on_a_neighbouring_tier(client, gateway
         client.post("/v1/completion", json={"input": "x y", "task_type": "stay"}).json()["tier"]
         for _ in range(10)
     } == {"medium"}
+
+
+def test_a_callers_own_thresholds_gate_its_requests_only(client, gateway):
+    """approve_at lowered to 4 for codex's analysis requests: the same warning-band answer is
+    approved for codex and stays a warning for claude-code. Each caller's gate is its own."""
+    from learning.models import ValidatorConfig
+    from learning.services import validator_config_save
+    from routing.config import routing_config_changed
+
+    # The simulator answers in about 30 words: too short for analysis here, a mild finding.
+    validator_config_save(
+        config=ValidatorConfig(task_type="analysis", validator="length", params={"min_words": 45})
+    )
+    ask = {"input": "Explain how tides work", "task_type": "analysis"}
+    before = client.post("/v1/completion", json=ask).json()
+    assert 4 <= before["confidence"] < 7 and before["status"] == "warning"
+    tunable_set(name="approve_at", task_type="analysis", caller="codex", value=4)
+    routing_config_changed()
+    mine = client.post("/v1/completion", json=ask).json()
+    other = httpx.post(
+        f"{gateway.url}/v1/completion",
+        json=ask,
+        headers={"Authorization": f"Bearer {new_api_key('codex')}"},
+        timeout=20,
+    ).json()
+    assert mine["confidence"] == other["confidence"] == before["confidence"]
+    assert (mine["status"], other["status"]) == ("warning", "approved")
