@@ -248,14 +248,19 @@ def learning_change_apply(*, change: LearningChange, actor: Any) -> LearningChan
             run_id=change.run_id,
         )
     elif change.target_kind == LearningChange.TargetKind.VALIDATOR_WEIGHT:
-        current_weight, _, _ = _validator_effective(change.validator, change.task_type)
+        current_weight, _, _ = _validator_effective(
+            change.validator, change.task_type, change.caller
+        )
         if abs(current_weight - change.before) > 1e-9:
             raise ValueError(
                 f"{change.target}[{change.task_type}] is {current_weight:g} now, "
                 f"not {change.before:g}: the proposal is stale"
             )
         _validator_weight_set(
-            validator=change.validator, task_type=change.task_type, weight=change.after
+            validator=change.validator,
+            task_type=change.task_type,
+            caller=change.caller,
+            weight=change.after,
         )
     else:
         current, _ = _effective(change.tunable, change.task_type, change.caller)
@@ -317,11 +322,14 @@ def learning_change_revert(*, change: LearningChange, actor: Any) -> LearningCha
     elif change.target_kind == LearningChange.TargetKind.VALIDATOR_WEIGHT:
         if change.before_overridden:
             _validator_weight_set(
-                validator=change.validator, task_type=change.task_type, weight=change.before
+                validator=change.validator,
+                task_type=change.task_type,
+                caller=change.caller,
+                weight=change.before,
             )
         else:
             row = ValidatorConfig.objects.filter(
-                task_type=change.task_type, validator=change.validator
+                task_type=change.task_type, caller=change.caller, validator=change.validator
             ).first()
             if row is not None:
                 validator_config_delete(config=row)
@@ -411,6 +419,7 @@ def _cycle(*, run: LearningRun, plan: _Plan) -> None:
                 _validator_weight_set(
                     validator=proposal.validator,
                     task_type=proposal.task_type,
+                    caller=proposal.caller,
                     weight=proposal.after,
                 )
             elif apply:
@@ -766,21 +775,27 @@ def _untied_share(accepted: Sequence[float], rejected: Sequence[float]) -> float
     return untied / (len(accepted) * len(rejected))
 
 
-def _validator_effective(validator: str, task_type: str) -> tuple[float, bool, ValidatorConfig]:
-    """A validator's effective weight for a task type, whether the task type has a row of its
-    own, and that row (or an unsaved one copied from the all-task-types row or the default)."""
+def _validator_effective(
+    validator: str, task_type: str, caller: str = ""
+) -> tuple[float, bool, ValidatorConfig]:
+    """A validator's effective weight for a task type (and caller), whether that exact pair has
+    a row of its own, and that row (or an unsaved one copied from the most specific row that
+    applies, or the default)."""
     rows = {
-        row.task_type: row
+        (row.task_type, row.caller): row
         for row in ValidatorConfig.objects.filter(
-            validator=validator, task_type__in=("", task_type)
+            validator=validator, task_type__in=("", task_type), caller__in=("", caller)
         )
     }
-    own = rows.get(task_type)
+    own = rows.get((task_type, caller))
     if own is not None:
         return own.weight, True, own
-    base = rows.get("")
+    # Most specific first: the caller's for all task types, the task type's, everyone's.
+    base = rows.get(("", caller)) if caller else None
+    base = base or rows.get((task_type, "")) or rows.get(("", ""))
     row = ValidatorConfig(
         task_type=task_type,
+        caller=caller,
         validator=validator,
         enabled=base.enabled if base else True,
         weight=base.weight if base else DEFAULT_WEIGHT,
@@ -789,15 +804,17 @@ def _validator_effective(validator: str, task_type: str) -> tuple[float, bool, V
     return row.weight, False, row
 
 
-def _validator_weight_set(*, validator: str, task_type: str, weight: float) -> None:
-    """Write a validator's weight on the task type's row, creating it from the effective
-    setting when missing."""
+def _validator_weight_set(
+    *, validator: str, task_type: str, weight: float, caller: str = ""
+) -> None:
+    """Write a validator's weight on the task type's (and caller's) row, creating it from the
+    effective setting when missing."""
     existing = ValidatorConfig.objects.select_for_update().filter(
-        validator=validator, task_type=task_type
+        validator=validator, task_type=task_type, caller=caller
     )
     row = existing.first()
     if row is None:
-        _, _, row = _validator_effective(validator, task_type)
+        _, _, row = _validator_effective(validator, task_type, caller)
     row.weight = weight
     validator_config_save(config=row)
 
@@ -812,108 +829,154 @@ def _next_weight(weight: float, score: float) -> float:
 
 
 def _validators_plan() -> _Plan:
-    """What the validators cycle would change, from the last ``WINDOW`` of review verdicts."""
+    """What the validators cycle would change, from the last ``WINDOW`` of review verdicts: per
+    task type, and per caller of it where the caller's own reviews are enough."""
     since = timezone.now() - WINDOW
     decided = (
         ReviewItem.objects.filter(decided_at__gte=since)
         .exclude(status=ReviewItem.Status.PENDING)
         .exclude(task_type="")
-        .values_list("task_type", "status", "audit_record__validation")
+        .values_list("task_type", "audit_record__agent", "status", "audit_record__validation")
     )
-    # task type -> validator -> (scores of accepted answers, scores of the others)
-    by_task: dict[str, dict[str, tuple[list[float], list[float]]]] = {}
-    reviewed: dict[str, int] = {}
-    for task_type, status, validation in decided:
-        reviewed[task_type] = reviewed.get(task_type, 0) + 1
-        scores = by_task.setdefault(task_type, {})
+    # (task type, caller or "") -> validator -> (scores of accepted answers, of the others)
+    by_key: dict[tuple[str, str], dict[str, tuple[list[float], list[float]]]] = {}
+    reviewed: dict[tuple[str, str], int] = {}
+    for task_type, agent, status, validation in decided:
         accepted = status == ReviewItem.Status.APPROVED
-        for result in validation if isinstance(validation, list) else []:
-            if not isinstance(result, dict) or not isinstance(result.get("name"), str):
-                continue
-            score = result.get("score")
-            if not isinstance(score, int | float) or str(result.get("reason", "")).startswith(
-                "not counted"
-            ):
-                continue
-            sides = scores.setdefault(result["name"], ([], []))
-            sides[0 if accepted else 1].append(float(score))
+        for key in ((task_type, ""), (task_type, agent)) if agent else ((task_type, ""),):
+            reviewed[key] = reviewed.get(key, 0) + 1
+            scores = by_key.setdefault(key, {})
+            for name, score in _counted_scores(validation):
+                scores.setdefault(name, ([], []))[0 if accepted else 1].append(score)
     default, per_task = gate_configs()
+    per_caller = caller_gate_configs()
     plan = _Plan()
     agreement: dict[str, dict[str, dict[str, Any]]] = {}
     plan.data_used = {
         "window_days": WINDOW.days,
         "min_sample": MIN_SAMPLE,
-        "reviewed": dict(sorted(reviewed.items())),
+        "reviewed": {t: n for (t, c), n in sorted(reviewed.items()) if not c},
+        "reviewed_per_caller": {f"{c}/{t}": n for (t, c), n in sorted(reviewed.items()) if c},
         "agreement": agreement,
     }
-    for task_type in sorted(by_task):
-        if reviewed[task_type] < MIN_SAMPLE:
-            plan.notes.append(
-                f"{task_type}: {reviewed[task_type]} reviewed items, fewer than {MIN_SAMPLE}"
+    heading: dict[tuple[str, str], float] = {}  # (task type, validator) -> its weight next
+    for (task_type, caller), scores in sorted(by_key.items(), key=lambda item: item[0][1]):
+        count = reviewed[(task_type, caller)]
+        if caller and (count < MIN_SAMPLE or count == reviewed[(task_type, "")]):
+            continue  # too few of its own, or the task type's reviews are all this caller's
+        if count < MIN_SAMPLE:
+            plan.notes.append(f"{task_type}: {count} reviewed items, fewer than {MIN_SAMPLE}")
+            continue
+        gate = per_task.get(task_type, default)
+        if caller:
+            gate = per_caller.get((caller, task_type)) or per_caller.get((caller, "")) or gate
+        label = f"{task_type}/{caller}" if caller else task_type
+        agreement[label] = {}
+        for proposal in _weight_proposals(
+            task_type, caller, scores, since, gate, agreement[label], plan.notes
+        ):
+            if not caller:
+                heading[(task_type, proposal.validator)] = proposal.after
+            elif (
+                not proposal.before_overridden
+                and abs(
+                    proposal.after
+                    - heading.get((task_type, proposal.validator), proposal.evidence["weight"])
+                )
+                < 1e-9
+            ):
+                continue  # the task type's own change takes this caller there anyway
+            plan.proposals.append(proposal)
+    return plan
+
+
+def _counted_scores(validation: Any) -> list[tuple[str, float]]:
+    """(validator, score) of a stored breakdown, leaving out results that were not counted
+    because the validator failed."""
+    found = []
+    for result in validation if isinstance(validation, list) else []:
+        if not isinstance(result, dict) or not isinstance(result.get("name"), str):
+            continue
+        score = result.get("score")
+        if not isinstance(score, int | float) or str(result.get("reason", "")).startswith(
+            "not counted"
+        ):
+            continue
+        found.append((result["name"], float(score)))
+    return found
+
+
+def _weight_proposals(
+    task_type: str,
+    caller: str,
+    scores: dict[str, tuple[list[float], list[float]]],
+    since: Any,
+    gate: GateConfig,
+    agreement: dict[str, dict[str, Any]],
+    notes: list[str],
+) -> list[Proposal]:
+    """Weight changes of the validators of one task type (or one caller's requests of it)."""
+    label = f"{task_type}/{caller}" if caller else task_type
+    proposals = []
+    for validator, (ok, not_ok) in sorted(scores.items()):
+        score = auc(ok, not_ok)
+        weight, own_row, _ = _validator_effective(validator, task_type, caller)
+        evidence: dict[str, Any] = {
+            "n": len(ok) + len(not_ok),
+            "accepted": len(ok),
+            "not_accepted": len(not_ok),
+            "auc": None if score is None else round(score, 4),
+            "untied_pairs": round(_untied_share(ok, not_ok), 4),
+            "weight": weight,
+        }
+        agreement[validator] = evidence
+        summary = (
+            f"AUC {'n/a' if score is None else f'{score:.2f}'} on {evidence['n']} reviewed "
+            f"({len(ok)} accepted, {len(not_ok)} not)"
+        )
+        notes.append(f"{label}/{validator}: {summary}, weight {weight:g}")
+        if score is None or min(len(ok), len(not_ok)) < MIN_CLASS:
+            continue
+        if validator not in VALIDATORS:  # no longer registered: no config to move
+            continue
+        untied = evidence["untied_pairs"]
+        if untied < MIN_UNTIED:
+            # It scored accepted and rejected answers alike (e.g. passed them all): an AUC made
+            # of ties says nothing about whether it works, so its weight stays.
+            notes.append(
+                f"{label}/{validator}: {untied:.0%} of accepted/rejected pairs scored "
+                "differently; no evidence either way, weight kept"
             )
             continue
-        agreement[task_type] = {}
-        for validator, (ok, not_ok) in sorted(by_task[task_type].items()):
-            score = auc(ok, not_ok)
-            weight, own_row, _ = _validator_effective(validator, task_type)
-            evidence: dict[str, Any] = {
-                "n": len(ok) + len(not_ok),
-                "accepted": len(ok),
-                "not_accepted": len(not_ok),
-                "auc": None if score is None else round(score, 4),
-                "untied_pairs": round(_untied_share(ok, not_ok), 4),
-                "weight": weight,
-            }
-            agreement[task_type][validator] = evidence
-            summary = (
-                f"AUC {'n/a' if score is None else f'{score:.2f}'} on {evidence['n']} reviewed "
-                f"({len(ok)} accepted, {len(not_ok)} not)"
-            )
-            plan.notes.append(f"{task_type}/{validator}: {summary}, weight {weight:g}")
-            if score is None or min(len(ok), len(not_ok)) < MIN_CLASS:
-                continue
-            if validator not in VALIDATORS:  # no longer registered: no config to move
-                continue
-            untied = evidence["untied_pairs"]
-            if untied < MIN_UNTIED:
-                # It scored accepted and rejected answers alike (e.g. passed them all): an AUC
-                # made of ties says nothing about whether it works, so its weight stays.
-                plan.notes.append(
-                    f"{task_type}/{validator}: {untied:.0%} of accepted/rejected pairs scored "
-                    "differently; no evidence either way, weight kept"
-                )
-                continue
-            new_weight = _next_weight(weight, score)
-            if abs(new_weight - weight) < 1e-9:
-                continue
-            verdict = "predicts the verdict" if score >= AUC_GOOD else "is near chance"
-            replay = replay_validator_weight(
-                task_type=task_type,
-                since=since,
-                gate=per_task.get(task_type, default),
+        new_weight = _next_weight(weight, score)
+        if abs(new_weight - weight) < 1e-9:
+            continue
+        verdict = "predicts the verdict" if score >= AUC_GOOD else "is near chance"
+        replay = replay_validator_weight(
+            task_type=task_type,
+            since=since,
+            gate=gate,
+            validator=validator,
+            before=weight,
+            after=new_weight,
+            agent=caller,
+        )
+        proposals.append(
+            Proposal(
+                tunable="",
                 validator=validator,
+                caller=caller,
+                task_type=task_type,
                 before=weight,
+                before_overridden=own_row,
                 after=new_weight,
+                evidence={**evidence, "created_row": not own_row, "replay": replay.as_dict()},
+                expected_effect=f"{summary}: it {verdict}"
+                + (" (shadow from now on)" if new_weight == 0 else "")
+                + f"; {replay.summary()}",
             )
-            plan.proposals.append(
-                Proposal(
-                    tunable="",
-                    validator=validator,
-                    task_type=task_type,
-                    before=weight,
-                    before_overridden=own_row,
-                    after=new_weight,
-                    evidence={
-                        **evidence,
-                        "created_row": not own_row,
-                        "replay": replay.as_dict(),
-                    },
-                    expected_effect=f"{summary}: it {verdict}"
-                    + (" (shadow from now on)" if new_weight == 0 else "")
-                    + f"; {replay.summary()}",
-                )
-            )
-    return plan
+        )
+    return proposals
 
 
 # --- the assignments cycle ------------------------------------------------------------------------

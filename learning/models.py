@@ -16,9 +16,13 @@ def _tunable_choices() -> list[tuple[str, str]]:
 
 
 class ValidatorConfig(models.Model):
-    """How one validator runs for a task type (empty task type: every task type)."""
+    """How one validator runs for a task type (empty task type: every task type), optionally for
+    one caller's requests only (the most specific row wins)."""
 
     task_type = models.SlugField(max_length=100, blank=True, help_text="Empty: all task types.")
+    caller = models.SlugField(
+        max_length=100, blank=True, help_text="An agent's name; empty: every caller."
+    )
     validator = models.CharField(max_length=50)
     enabled = models.BooleanField(default=True)
     weight = models.FloatField(
@@ -28,15 +32,16 @@ class ValidatorConfig(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
-        ordering = ["task_type", "validator"]
+        ordering = ["task_type", "caller", "validator"]
         constraints = [
             models.UniqueConstraint(
-                fields=["task_type", "validator"], name="unique_validator_config"
+                fields=["task_type", "caller", "validator"], name="unique_validator_config_caller"
             )
         ]
 
     def __str__(self) -> str:
-        return f"{self.task_type or '*'}: {self.validator}"
+        who = f"/{self.caller}" if self.caller else ""
+        return f"{self.task_type or '*'}{who}: {self.validator}"
 
     def clean(self) -> None:
         from .validators.registry import VALIDATORS

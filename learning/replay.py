@@ -194,12 +194,13 @@ def replay_validator_weight(
     validator: str,
     before: float,
     after: float,
+    agent: str = "",
 ) -> Replay:
-    """The newest ``MAX_REPLAYED`` answers of the task type rescored with the validator's new
-    weight, gated by the current thresholds."""
+    """The newest ``MAX_REPLAYED`` answers of the task type (one agent's, when given) rescored
+    with the validator's new weight, gated by the current thresholds."""
     factor = after / before if before > 0 else after
     rows = list(
-        _answered(task_type, since)
+        _answered(task_type, since, agent)
         .order_by("-created_at")
         .values_list("request_id", "confidence", "validation", "cost_usd")[:MAX_REPLAYED]
     )
@@ -210,7 +211,7 @@ def replay_validator_weight(
         rescored[request_id] = (old, old if new is None else new)
     reviewed = [
         (rescored[request_id], status == ReviewItem.Status.APPROVED)
-        for request_id, status in _reviewed(task_type, since).values_list(
+        for request_id, status in _reviewed(task_type, since, agent).values_list(
             "audit_record__request_id", "status"
         )
         if request_id in rescored

@@ -55,18 +55,58 @@ def validator_settings(
     defaults: tuple[ValidatorSetting, ...],
 ) -> tuple[tuple[ValidatorSetting, ...], dict[str, tuple[ValidatorSetting, ...]]]:
     """The validators to run: the defaults, changed by rows for all task types, then per task."""
+    global_rows, per_task, _ = _validator_layers()
+
+    def merged(*layers: dict[str, ValidatorSetting]) -> tuple[ValidatorSetting, ...]:
+        return _merged(defaults, *layers)
+
+    return merged(global_rows), {task: merged(global_rows, rows) for task, rows in per_task.items()}
+
+
+def caller_validator_settings(
+    defaults: tuple[ValidatorSetting, ...],
+) -> dict[tuple[str, str], tuple[ValidatorSetting, ...]]:
+    """The validators of callers with rows of their own, by (caller, task type); task type ""
+    is the caller's set for task types without a pair of their own (layers as for the gates)."""
+    global_rows, per_task, per_caller = _validator_layers()
+    settings: dict[tuple[str, str], tuple[ValidatorSetting, ...]] = {}
+    for caller, layers in per_caller.items():
+        all_tasks = layers.get("", {})
+        for task in {*per_task, *layers} - {""}:
+            settings[(caller, task)] = _merged(
+                defaults, global_rows, per_task.get(task, {}), all_tasks, layers.get(task, {})
+            )
+        settings[(caller, "")] = _merged(defaults, global_rows, all_tasks)
+    return settings
+
+
+def _merged(
+    defaults: tuple[ValidatorSetting, ...], *layers: dict[str, ValidatorSetting]
+) -> tuple[ValidatorSetting, ...]:
+    by_name = {s.name: s for s in defaults}
+    for layer in layers:
+        by_name.update(layer)
+    return tuple(s for s in by_name.values() if s.enabled)
+
+
+def _validator_layers() -> tuple[
+    dict[str, ValidatorSetting],
+    dict[str, dict[str, ValidatorSetting]],
+    dict[str, dict[str, dict[str, ValidatorSetting]]],
+]:
     global_rows: dict[str, ValidatorSetting] = {}
     per_task: dict[str, dict[str, ValidatorSetting]] = defaultdict(dict)
+    per_caller: dict[str, dict[str, dict[str, ValidatorSetting]]] = defaultdict(
+        lambda: defaultdict(dict)
+    )
     for row in ValidatorConfig.objects.all():
         setting = ValidatorSetting(
             name=row.validator, weight=row.weight, enabled=row.enabled, params=dict(row.params)
         )
-        (per_task[row.task_type] if row.task_type else global_rows)[row.validator] = setting
-
-    def merged(*layers: dict[str, ValidatorSetting]) -> tuple[ValidatorSetting, ...]:
-        by_name = {s.name: s for s in defaults}
-        for layer in layers:
-            by_name.update(layer)
-        return tuple(s for s in by_name.values() if s.enabled)
-
-    return merged(global_rows), {task: merged(global_rows, rows) for task, rows in per_task.items()}
+        if row.caller:
+            per_caller[row.caller][row.task_type][row.validator] = setting
+        elif row.task_type:
+            per_task[row.task_type][row.validator] = setting
+        else:
+            global_rows[row.validator] = setting
+    return global_rows, per_task, per_caller

@@ -21,7 +21,12 @@ from django.conf import settings
 
 from gateway_project.versions import SharedVersion
 from learning.gates import GateConfig
-from learning.selectors import caller_gate_configs, gate_configs, validator_settings
+from learning.selectors import (
+    caller_gate_configs,
+    caller_validator_settings,
+    gate_configs,
+    validator_settings,
+)
 from learning.validators import DEFAULT_SETTINGS
 from learning.validators.base import ValidatorSetting
 from providers.base import Message, Target
@@ -98,6 +103,9 @@ class RoutingSnapshot:
     caller_gates: dict[tuple[str, str], GateConfig] = field(default_factory=dict)
     default_validators: tuple[ValidatorSetting, ...] = ()
     validators: dict[str, tuple[ValidatorSetting, ...]] = field(default_factory=dict)
+    caller_validators: dict[tuple[str, str], tuple[ValidatorSetting, ...]] = field(
+        default_factory=dict
+    )
     # Task type → messages put before the caller's (system prompt, reviewed few-shot examples).
     prompt_prefixes: dict[str, tuple[Message, ...]] = field(default_factory=dict)
     # Task type → response cache TTL in seconds, for the task routes that set one.
@@ -110,7 +118,13 @@ class RoutingSnapshot:
                 return gate
         return self.gates.get(task_type, self.default_gate)
 
-    def validators_for(self, task_type: str) -> tuple[ValidatorSetting, ...]:
+    def validators_for(self, task_type: str, caller: str = "") -> tuple[ValidatorSetting, ...]:
+        if caller and self.caller_validators:
+            found = self.caller_validators.get((caller, task_type)) or self.caller_validators.get(
+                (caller, "")
+            )
+            if found is not None:
+                return found
         return self.validators.get(task_type, self.default_validators)
 
     def cache_ttl_for(self, task_type: str) -> int:
@@ -230,6 +244,7 @@ def build_snapshot(version: str) -> RoutingSnapshot:
     caller_gates = caller_gate_configs()
     prompt_prefixes = _prompt_prefixes()
     default_validators, validators = validator_settings(DEFAULT_SETTINGS)
+    caller_validators = caller_validator_settings(DEFAULT_SETTINGS)
     routes = list(TaskRoute.objects.all())
     return RoutingSnapshot(
         version=version,
@@ -249,6 +264,7 @@ def build_snapshot(version: str) -> RoutingSnapshot:
         caller_gates=caller_gates,
         default_validators=default_validators,
         validators=validators,
+        caller_validators=caller_validators,
         prompt_prefixes=prompt_prefixes,
     )
 

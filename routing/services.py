@@ -304,7 +304,7 @@ async def _completion_attempts(
     job: CompletionJob, snapshot: RoutingSnapshot, plan: list[Deployment]
 ) -> Outcome:
     gate = snapshot.gate_for(job.task_type, job.caller.agent)
-    checks = snapshot.validators_for(job.task_type)
+    checks = snapshot.validators_for(job.task_type, job.caller.agent)
     second = _second_opinion_task(snapshot, job, checks)
     attempts: list[dict[str, Any]] = []
     best: Answer | None = None
@@ -428,7 +428,7 @@ def stream_outcome(
     gate = snapshot.gate_for(job.task_type, job.caller.agent)
     confidence = score_answer(
         answer_context(job, output, finish_reason, interrupted=interrupted),
-        snapshot.validators_for(job.task_type),
+        snapshot.validators_for(job.task_type, job.caller.agent),
     )
     status = gate.status_for(confidence.score)
     cost = opened.deployment.cost_usd(usage.input_tokens, usage.output_tokens)

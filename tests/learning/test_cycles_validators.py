@@ -15,7 +15,9 @@ from reviews.models import ReviewItem
 from routing.models import AuditRecord
 
 
-def reviewed(status: str, scores: dict[str, float], count: int, task_type: str = "invoice") -> None:
+def reviewed(
+    status: str, scores: dict[str, float], count: int, task_type: str = "invoice", agent: str = ""
+) -> None:
     """Reviewed answers whose breakdown gave each validator the score in ``scores``."""
     now = timezone.now()
     validation: list[dict[str, Any]] = [
@@ -27,6 +29,7 @@ def reviewed(status: str, scores: dict[str, float], count: int, task_type: str =
             request_id="call-" + uuid.uuid4().hex,
             endpoint="completion",
             caller="agent-a",
+            agent=agent,
             task_type=task_type,
             status="warning",
             http_status=200,
@@ -193,3 +196,31 @@ def test_the_run_records_each_validators_agreement():
     assert "invoice/language: AUC 0.50 on 32 reviewed (20 accepted, 12 not), weight 1" in (
         run.outcome
     )
+
+
+@pytest.mark.django_db
+def test_validator_weights_move_per_caller_where_its_reviews_differ():
+    """Overall json's scores only half predict the verdicts (no change for the task type), but
+    for one agent they predict them perfectly and for another not at all: each agent gets a
+    weight of its own, used by the gate for its requests; a revert removes it."""
+    from routing.config import build_snapshot
+
+    reviewed("approved", {"json": 9.0}, 30, agent="tidy-agent")
+    reviewed("rejected", {"json": 2.0}, 10, agent="tidy-agent")
+    for status in ("approved", "rejected"):
+        reviewed(status, {"json": 9.0}, 15, agent="noisy-agent")
+        reviewed(status, {"json": 2.0}, 15, agent="noisy-agent")
+    run = learning_cycle_run(kind="validators")
+    moved = {(c.caller, c.validator): (c.before, c.after) for c in run.changes.all()}
+    assert moved == {("noisy-agent", "json"): (1.0, 0.8), ("tidy-agent", "json"): (1.0, 1.25)}
+    assert run.data_used["agreement"]["invoice"]["json"]["auc"] == 0.6875
+    assert run.data_used["agreement"]["invoice/tidy-agent"]["json"]["auc"] == 1.0
+    snapshot = build_snapshot("test")
+    weights = {
+        caller: {s.name: s.weight for s in snapshot.validators_for("invoice", caller)}["json"]
+        for caller in ("tidy-agent", "noisy-agent", "someone-else")
+    }
+    assert weights == {"tidy-agent": 1.25, "noisy-agent": 0.8, "someone-else": 1.0}
+    change = run.changes.get(caller="tidy-agent")
+    learning_change_revert(change=change, actor=None)
+    assert not ValidatorConfig.objects.filter(caller="tidy-agent").exists()
