@@ -52,7 +52,7 @@ class ValidatorConfigForm(_ValidatorConfigFormBase):
 
     class Meta:
         model = ValidatorConfig
-        fields = ["task_type", "validator", "enabled", "weight", "params"]
+        fields = ["task_type", "caller", "validator", "enabled", "weight", "params"]
 
 
 @admin.register(ValidatorConfig)
@@ -60,9 +60,21 @@ class ValidatorConfigAdmin(_ValidatorConfigAdminBase):
     """Which validators run for a task type, with what weight and parameters."""
 
     form = ValidatorConfigForm
-    list_display = ("task_type_label", "validator", "enabled", "weight", "params", "updated_at")
+    list_display = (
+        "task_type_label",
+        "caller_label",
+        "validator",
+        "enabled",
+        "weight",
+        "params",
+        "updated_at",
+    )
     list_filter = ("validator", "enabled", "task_type")
     search_fields = ("task_type", "validator", "caller")
+
+    @admin.display(description="caller", ordering="caller")
+    def caller_label(self, obj: ValidatorConfig) -> str:
+        return obj.caller or "(every caller)"
 
     @admin.display(description="task type", ordering="task_type")
     def task_type_label(self, obj: ValidatorConfig) -> str:
