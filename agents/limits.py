@@ -34,6 +34,7 @@ from asgiref.sync import sync_to_async
 from django.conf import settings
 
 from gateway_project.shared_state import ADMITTED, MISSING, Counter, shared_state
+from gateway_project.shared_state import Admission as SharedAdmission
 
 from .selectors import BudgetRef, Caller
 
@@ -98,10 +99,10 @@ class Admission:
             return True
         extra = need - self.reserved_nano
         counters = [
-            Counter(key=key, amount=extra, limit=ref.limit_nano, ttl=ttl)
+            Counter(key=key, amount=extra, limit=ref.limit_nano, ttl=ttl, strict=True)
             for ref, key, ttl in self.budgets
         ]
-        admission = await shared_state().aadmit(counters)
+        admission = await _admit_loading(counters, self.budgets, 0, datetime.now(UTC))
         if admission.status == ADMITTED:
             self.reserved_nano = need
             return True
@@ -237,7 +238,6 @@ async def admit(
     """Count the request against every limit of ``caller`` at once, or raise ``LimitExceeded``
     (and count nothing). A ``cached`` answer counts as a request, but uses no tokens upstream
     and costs nothing."""
-    state = shared_state()
     now_epoch = time.time()
     rates = _rates(caller, now_epoch)
     if cached:
@@ -266,19 +266,11 @@ async def admit(
         Counter(key=key, amount=amount, limit=ref.limit_nano, ttl=ttl, strict=True)
         for ref, key, ttl in budgets
     ]
-    for _ in range(3):
-        result = await state.aadmit(counters)
-        if result.status != MISSING:
-            break
-        ref, key, ttl = budgets[result.index - len(rates)]
-        await _load_budget(ref, key, ttl, now)
-    if result.status == MISSING:  # loaded, and gone again (evicted): refuse rather than guess
-        raise LimitExceeded(
-            "budget_unavailable",
-            "The budget counters are unavailable; try again shortly.",
-            retry_after_s=1,
-            headers={},
-        )
+    if not rates and amount == 0:
+        # A call that costs nothing (a local model) is not held by budgets; the router's guard
+        # reserves before any call that could cost something.
+        return Admission(caller=caller, budgets=budgets)
+    result = await _admit_loading(counters, budgets, len(rates), now)
     if result.status != ADMITTED:
         index, used = result.index, result.used[0] if result.used else 0
         if index < len(rates):
@@ -292,6 +284,29 @@ async def admit(
         if rate.name == "tokens":
             admission.tokens_key, admission.tokens_counted = rate.key, tokens
     return admission
+
+
+async def _admit_loading(
+    counters: list[Counter],
+    budgets: list[tuple[BudgetRef, str, float]],
+    offset: int,
+    now: datetime,
+) -> SharedAdmission:
+    """``aadmit``, loading a budget counter the shared state does not have from the rollups
+    and trying again. ``offset`` is the index of the first budget counter in ``counters``."""
+    for _ in range(3):
+        result = await shared_state().aadmit(counters)
+        if result.status != MISSING:
+            return result
+        ref, key, ttl = budgets[result.index - offset]
+        await _load_budget(ref, key, ttl, now)
+    # Loaded, and gone again (evicted): refuse rather than guess.
+    raise LimitExceeded(
+        "budget_unavailable",
+        "The budget counters are unavailable; try again shortly.",
+        retry_after_s=1,
+        headers={},
+    )
 
 
 def _rate_headers(rate: _Rate, used: int) -> dict[str, str]:
