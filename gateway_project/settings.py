@@ -258,6 +258,7 @@ class GatewaySettings(TypedDict):
     CACHE_MAX_TTL_S: int
     CACHE_MAX_ENTRY_BYTES: int
     CACHE_LOCAL_MAX_BYTES: int
+    TOKENIZER: str
 
 
 # Signs verdict callbacks to agents (HMAC-SHA256 of the body); give it to the agents that verify.
@@ -314,4 +315,7 @@ GATEWAY: GatewaySettings = {
     # Answers whose entry is larger are not cached.
     "CACHE_MAX_ENTRY_BYTES": env_int("GATEWAY_CACHE_MAX_ENTRY_BYTES", 256 * 1024),
     "CACHE_LOCAL_MAX_BYTES": env_int("GATEWAY_CACHE_LOCAL_MAX_BYTES", 64 * 1024 * 1024),
+    # The BPE vocabulary that counts tokens when a provider reports no usage ("cl100k_base",
+    # "o200k_base"; "none": about four characters a token). Loaded on first need, about 100 MB.
+    "TOKENIZER": os.environ.get("GATEWAY_TOKENIZER", "cl100k_base"),
 }

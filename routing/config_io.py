@@ -106,6 +106,8 @@ def config_export() -> str:
             "first_byte_timeout_s": p.first_byte_timeout_s,
             "total_timeout_s": p.total_timeout_s,
             "max_concurrent_requests": p.max_concurrent_requests,
+            "daily_request_quota": p.daily_request_quota,
+            "daily_token_quota": p.daily_token_quota,
         }
         for p in Provider.objects.order_by("name")
     ]
@@ -280,6 +282,8 @@ _SCHEMAS: dict[str, dict[str, _Field]] = {
         "first_byte_timeout_s": _Field("float"),
         "total_timeout_s": _Field("float"),
         "max_concurrent_requests": _Field("int"),
+        "daily_request_quota": _Field("int", nullable=True),
+        "daily_token_quota": _Field("int", nullable=True),
     },
     "models": {
         "name": _Field("str", required=True, attr="upstream_model"),

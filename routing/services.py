@@ -19,6 +19,7 @@ from django.utils import timezone
 from agents.limits import Admission, LimitExceeded, admit
 from agents.selectors import Caller
 from learning.validators import AnswerContext, Confidence, ValidatorSetting, score_answer
+from providers import tokenizer
 from providers.base import ChatRequest, ChatResult, Usage
 from providers.models import TIER_ORDER
 
@@ -31,6 +32,8 @@ from .config import Deployment, RouteChoice, RoutingSnapshot, current_snapshot
 
 TIER_ALIASES = frozenset(TIER_ORDER)
 AUTO_MODEL = "auto"
+# Token counts of texts shorter than this run on the event loop, longer ones in a thread.
+_COUNT_INLINE_CHARS = 64 * 1024
 
 
 class UnknownModel(Exception):
@@ -333,7 +336,7 @@ async def _completion_attempts(
                     exc.message, code=exc.code, http_status=exc.http_status, attempts=exc.attempts
                 ) from exc
             break  # the escalation found nothing better: keep the answer we have
-        usage = estimate_usage(job, done.result.text, done.result.usage)
+        usage = await estimate_usage(job, done.result.text, done.result.usage)
         spent = done.deployment.cost_usd(usage.input_tokens, usage.output_tokens)
         cost += spent
         if job.admission is not None:
@@ -522,11 +525,31 @@ def audit_completed(
         metrics.COST.labels(model).inc(outcome.cost_usd)
 
 
-def estimate_usage(job: CompletionJob, output: str, usage: Usage | None) -> Usage:
-    """Provider-reported usage, or an estimate when the provider reported none."""
-    if usage is not None and (usage.input_tokens or usage.output_tokens):
-        return usage
-    return Usage(
-        input_tokens=router.estimate_tokens(job.chat),
-        output_tokens=max(1, len(output) // 4) if output else 0,
-    )
+async def estimate_usage(job: CompletionJob, output: str, usage: Usage | None) -> Usage:
+    """Provider-reported usage, with any part it left out counted by the tokenizer.
+
+    A prompt is never zero tokens, so a zero there means "not reported"; a zero for a non-empty
+    output too. What was counted is noted in the audit metadata (``usage_estimated``).
+    """
+    reported = usage or Usage()
+    missing_input = not reported.input_tokens
+    missing_output = not reported.output_tokens and bool(output)
+    if not missing_input and not missing_output:
+        return reported
+    counter = await tokenizer.async_counter()
+    contents = [m.content for m in job.chat.messages]
+
+    def count() -> Usage:
+        return Usage(
+            input_tokens=counter.messages(contents) if missing_input else reported.input_tokens,
+            output_tokens=counter.text(output) if missing_output else reported.output_tokens,
+        )
+
+    size = len(output) + sum(len(c) for c in contents)
+    # Long texts are counted off the event loop (a megabyte takes some tens of milliseconds).
+    estimated = count() if size < _COUNT_INLINE_CHARS else await asyncio.to_thread(count)
+    parts = [
+        name for name, missing in (("input", missing_input), ("output", missing_output)) if missing
+    ]
+    job.metadata["usage_estimated"] = {"by": counter.method, "parts": parts}
+    return estimated

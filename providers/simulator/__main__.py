@@ -35,7 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             "in the question wins, * otherwise: python:0.5/summarize:0.02/*:0.1. "
             "ratelimit_requests / ratelimit_tokens give the model a rate limit (refilled over "
             "ratelimit_window_s, 60; ratelimit_style openai or cerebras) that its OpenAI and "
-            "Anthropic answers report in rate-limit headers, answering 429 once it is spent"
+            "Anthropic answers report in rate-limit headers, answering 429 once it is spent. "
+            "usage=false leaves token usage out of the answers"
         ),
     )
     parser.add_argument(

@@ -92,6 +92,8 @@ class Knobs:
     ratelimit_tokens: int | None = None
     ratelimit_window_s: float = 60.0
     ratelimit_style: str = "openai"
+    # False: the answer carries no token usage, as some servers send (the gateway must count).
+    usage: bool = True
 
     @property
     def first_delay_ms(self) -> int:
@@ -236,7 +238,7 @@ def _convert(name: str, value: object, *, decode: bool) -> object:
         return _as_int(name, value, 100, 599)
     if name == "retry_after":
         return _as_seconds(name, value)
-    if name == "malformed":
+    if name in ("malformed", "usage"):
         return _as_bool(name, value)
     if name == "quality":
         return _as_choice(name, value, answers.QUALITIES)
@@ -339,6 +341,7 @@ class Completion:
     output_tokens: int
     include_usage: bool
     duration_ns: int
+    report_usage: bool = True
 
 
 def _text_of(content: object) -> str:
@@ -642,7 +645,7 @@ class OpenAI(Dialect):
                     "finish_reason": self._finish(done),
                 }
             ],
-            "usage": self._usage(done),
+            **({"usage": self._usage(done)} if done.report_usage else {}),
             "system_fingerprint": "fp_simulator",
         }
 
@@ -663,7 +666,7 @@ class OpenAI(Dialect):
         before, after = _template(chunk({"content": _SENTINEL}, None))
         frames = [b"data: " + before + orjson.dumps(d) + after + b"\n\n" for d in deltas]
         tail = _sse(chunk({}, self._finish(done)))
-        if done.include_usage:
+        if done.include_usage and done.report_usage:
             tail += _sse({**base, "choices": [], "usage": self._usage(done)})
         return head, frames, tail + b"data: [DONE]\n\n"
 
@@ -707,10 +710,13 @@ class Ollama(Dialect):
             "done": True,
             "total_duration": done.duration_ns,
             "load_duration": 0,
-            "prompt_eval_count": done.input_tokens,
             "prompt_eval_duration": prompt_ns,
-            "eval_count": done.output_tokens,
             "eval_duration": done.duration_ns - prompt_ns,
+            **(
+                {"prompt_eval_count": done.input_tokens, "eval_count": done.output_tokens}
+                if done.report_usage
+                else {}
+            ),
         }
 
     def response(self, done: Completion) -> object:
@@ -785,6 +791,12 @@ class Anthropic(Dialect):
             done.finish, "end_turn"
         )
 
+    @staticmethod
+    def _usage(done: Completion, output_tokens: int) -> dict[str, object]:
+        if not done.report_usage:
+            return {}
+        return {"usage": {"input_tokens": done.input_tokens, "output_tokens": output_tokens}}
+
     def response(self, done: Completion) -> object:
         return {
             "id": done.id,
@@ -794,7 +806,7 @@ class Anthropic(Dialect):
             "content": [{"type": "text", "text": done.text}],
             "stop_reason": self._stop_reason(done),
             "stop_sequence": done.stop_sequence,
-            "usage": {"input_tokens": done.input_tokens, "output_tokens": done.output_tokens},
+            **self._usage(done, done.output_tokens),
         }
 
     def stream(self, done: Completion, deltas: list[str]) -> tuple[bytes, list[bytes], bytes]:
@@ -806,7 +818,7 @@ class Anthropic(Dialect):
             "content": [],
             "stop_reason": None,
             "stop_sequence": None,
-            "usage": {"input_tokens": done.input_tokens, "output_tokens": 1},
+            **self._usage(done, 1),
         }
         head = (
             _sse({"type": "message_start", "message": message}, "message_start")
@@ -838,7 +850,11 @@ class Anthropic(Dialect):
                         "stop_reason": self._stop_reason(done),
                         "stop_sequence": done.stop_sequence,
                     },
-                    "usage": {"output_tokens": done.output_tokens},
+                    **(
+                        {"usage": {"output_tokens": done.output_tokens}}
+                        if done.report_usage
+                        else {}
+                    ),
                 },
                 "message_delta",
             )
@@ -922,7 +938,8 @@ class Gemini(Dialect):
         chunk: dict[str, object] = {"candidates": [candidate]}
         if final:
             candidate["finishReason"] = "MAX_TOKENS" if done.finish == "length" else "STOP"
-            chunk["usageMetadata"] = self._usage(done)
+            if done.report_usage:
+                chunk["usageMetadata"] = self._usage(done)
         chunk["modelVersion"] = done.model
         chunk["responseId"] = done.id
         return chunk
@@ -1216,6 +1233,7 @@ class Simulator:
             input_tokens=answers.count_input_tokens(sum(len(t) for _, t in messages)),
             output_tokens=output_tokens,
             include_usage=chat.include_usage,
+            report_usage=knobs.usage,
             # A 1 ms floor keeps clients that compute tokens per second from dividing by zero.
             duration_ns=(planned_ms + 1) * 1_000_000,
         )

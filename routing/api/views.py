@@ -389,7 +389,7 @@ async def _sse_events(
             except StopAsyncIteration:
                 break
         yield event({}, finish_reason or "stop")
-        final_usage = estimate_usage(job, "".join(parts), usage)
+        final_usage = await estimate_usage(job, "".join(parts), usage)
         if include_usage:
             usage_chunk = {
                 **base,
@@ -427,7 +427,7 @@ async def _sse_events(
         if status:  # ended early: no gate, and nothing for review
             outcome = stream_outcome(
                 job, snapshot, opened, output=output, finish_reason=finish_reason or "error",
-                usage=estimate_usage(job, output, usage), interrupted=True,
+                usage=await estimate_usage(job, output, usage), interrupted=True,
             )  # fmt: skip
             outcome.review_reason = ""
         await settle(job, cost_usd=outcome.cost_usd, tokens=outcome.tokens_in + outcome.tokens_out)

@@ -531,6 +531,29 @@ async def test_reply_words_and_directive_removal(client: httpx.AsyncClient) -> N
 
 
 @pytest.mark.asyncio
+async def test_usage_false_leaves_usage_out_of_every_protocol(client: httpx.AsyncClient) -> None:
+    text = QUESTION + " [[sim usage=false]]"
+    plain = (await client.post(OPENAI_PATH, json=openai_body(text))).json()
+    assert "usage" not in plain and plain["choices"][0]["message"]["content"]
+    stream = await client.post(
+        OPENAI_PATH,
+        json=openai_body(text, stream=True, stream_options={"include_usage": True}),
+    )
+    chunks = [json.loads(d) for _, d in sse_events(stream.text) if d != "[DONE]"]
+    assert chunks and all("usage" not in c for c in chunks)
+    ollama = (await client.post("/api/chat", json=ollama_body(text, stream=False))).json()
+    assert ollama["done"] and "eval_count" not in ollama and "prompt_eval_count" not in ollama
+    anthropic = (await client.post("/v1/messages", json=anthropic_body(text))).json()
+    assert "usage" not in anthropic and anthropic["content"][0]["text"]
+    events = sse_events(
+        (await client.post("/v1/messages", json=anthropic_body(text, stream=True))).text
+    )
+    assert all("usage" not in data for _, data in events)
+    gemini = (await client.post(GEMINI_PATH, json=gemini_body(text))).json()
+    assert "usageMetadata" not in gemini and gemini["candidates"][0]["finishReason"] == "STOP"
+
+
+@pytest.mark.asyncio
 async def test_unknown_knob_is_a_protocol_error(client: httpx.AsyncClient) -> None:
     response = await client.post("/v1/messages", json=anthropic_body("hi [[sim latency=5]]"))
     assert response.status_code == 400

@@ -51,6 +51,8 @@ def seed_richer_config() -> None:
     groq.set_api_key("gsk-super-secret-key")
     groq.enabled = True
     groq.max_concurrent_requests = 4
+    groq.daily_request_quota = 14400
+    groq.daily_token_quota = 500_000
     groq.save()
     ollama = Provider.objects.get(name="local-ollama")
     ModelDeployment.objects.create(
@@ -170,6 +172,35 @@ def test_export_restores_deleted_objects_exactly() -> None:
     llama = ModelDeployment.objects.get(public_name="llama-70b")
     assert llama.output_cost_per_mtok == Decimal("0.000001")
     assert (llama.weight, llama.enabled) == (3, False)
+
+
+def test_free_tier_quotas_are_set_cleared_and_checked() -> None:
+    """A provider's declared daily quotas travel in the file; null clears one, 0 is refused."""
+    text = textwrap.dedent(
+        """\
+        providers:
+          - {name: cerebras, kind: openai_compatible, base_url: "https://api.cerebras.ai/v1",
+             daily_request_quota: 14400, daily_token_quota: 1000000}
+        """
+    )
+    config_import(text=text, dry_run=False)
+    cerebras = Provider.objects.get(name="cerebras")
+    assert (cerebras.daily_request_quota, cerebras.daily_token_quota) == (14400, 1_000_000)
+    assert "daily_request_quota: 14400" in config_export()
+
+    cleared = text.replace("daily_token_quota: 1000000", "daily_token_quota: null")
+    report = config_import(text=cleared, dry_run=False)
+    cerebras.refresh_from_db()
+    assert cerebras.daily_token_quota is None
+    assert any("daily_token_quota 1000000 -> None" in change for change in report.changes)
+
+    with pytest.raises(ConfigImportError) as error:
+        config_import(text=text.replace("14400", "0"), dry_run=False)
+    assert str(error.value) == (
+        "line 3: providers[0].daily_request_quota: Ensure this value is greater than or equal to 1."
+    )
+    cerebras.refresh_from_db()
+    assert cerebras.daily_request_quota == 14400
 
 
 def test_errors_name_line_and_field_and_nothing_is_written() -> None:

@@ -1,0 +1,118 @@
+"""Token counts for answers whose provider reported no usage.
+
+Providers normally report usage and the gateway bills from it. Some do not (an OpenAI-compatible
+server that ignores ``stream_options``, Ollama when it reuses a cached prompt, a stream the client
+dropped before the last chunk); then cost is estimated by counting tokens with a real BPE
+vocabulary (``cl100k_base`` by default, setting ``GATEWAY_TOKENIZER``). The vocabulary takes about
+100 MB and half a second to load, so it is loaded on the first estimate, in a thread, never at
+start-up and never on the event loop. Without it (``GATEWAY_TOKENIZER=none``, or the package
+missing) the count falls back to about four characters a token.
+docs/adr/0013-token-estimates.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Iterable
+from typing import Protocol
+
+from django.conf import settings
+
+logger = logging.getLogger(__name__)
+
+# Chat formats add a few tokens around each message and to prime the reply (OpenAI documents
+# three and three for its chat models); close enough for the others.
+TOKENS_PER_MESSAGE = 3
+TOKENS_FOR_REPLY = 3
+HEURISTIC = "heuristic"
+# Pieces this long can never exceed the tokenizer's per-call limits (200 000 tokens, a million
+# characters): a character is at most four bytes and a token at least one.
+_PIECE_CHARS = 50_000
+
+
+class _Encoding(Protocol):
+    def encode_ordinary(self, text: str) -> list[int]: ...
+
+
+_lock = threading.Lock()
+_encodings: dict[str, _Encoding | None] = {}
+
+
+def encoding_name() -> str:
+    """The configured vocabulary, or ``"heuristic"`` when counting is switched off."""
+    name = settings.GATEWAY["TOKENIZER"].strip()
+    return HEURISTIC if name.lower() in ("", "none", "off", HEURISTIC) else name
+
+
+def _load(name: str) -> _Encoding | None:
+    """The encoding called ``name``, loaded once per process; None when it cannot be."""
+    with _lock:
+        if name not in _encodings:
+            try:
+                import bpe_openai
+
+                _encodings[name] = bpe_openai.get_encoding(name)
+            except (ImportError, LookupError, RuntimeError, OSError) as exc:
+                # The package missing or broken, or a vocabulary it does not know.
+                logger.warning(
+                    "tokenizer %r unavailable (%s); token estimates use ~4 characters a token",
+                    name,
+                    type(exc).__name__,
+                )
+                _encodings[name] = None
+        return _encodings[name]
+
+
+def loaded(name: str) -> bool:
+    """Whether ``name`` has been loaded (or failed to) in this process."""
+    return name in _encodings
+
+
+def _pieces(text: str) -> Iterable[str]:
+    for start in range(0, len(text), _PIECE_CHARS):
+        yield text[start : start + _PIECE_CHARS]
+
+
+def heuristic_count(text: str) -> int:
+    return (len(text) + 3) // 4
+
+
+class TokenCounter:
+    """Counts tokens with one vocabulary (or the heuristic), tells which it used."""
+
+    def __init__(self, encoding: _Encoding | None) -> None:
+        self._encoding = encoding
+
+    @property
+    def method(self) -> str:
+        return HEURISTIC if self._encoding is None else encoding_name()
+
+    def text(self, text: str) -> int:
+        if not text:
+            return 0
+        if self._encoding is None:
+            return heuristic_count(text)
+        return sum(len(self._encoding.encode_ordinary(piece)) for piece in _pieces(text))
+
+    def messages(self, contents: Iterable[str]) -> int:
+        """A chat prompt: each message's content plus its framing, plus the reply's priming."""
+        total = TOKENS_FOR_REPLY
+        for content in contents:
+            total += TOKENS_PER_MESSAGE + self.text(content)
+        return total
+
+
+def counter() -> TokenCounter:
+    """A counter for this thread (loads the vocabulary on first use, which blocks)."""
+    name = encoding_name()
+    return TokenCounter(None if name == HEURISTIC else _load(name))
+
+
+async def async_counter() -> TokenCounter:
+    """A counter for the event loop: the first call loads the vocabulary in a thread."""
+    name = encoding_name()
+    if name != HEURISTIC and not loaded(name):
+        await asyncio.to_thread(_load, name)
+    return counter()
