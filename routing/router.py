@@ -82,12 +82,22 @@ class Attempt:
 class RoutingError(Exception):
     """No deployment produced an answer. Carries the HTTP status and code the API returns."""
 
-    def __init__(self, message: str, *, code: str, http_status: int, attempts: list[Attempt]):
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str,
+        http_status: int,
+        attempts: list[Attempt],
+        retry_after_s: float | None = None,
+    ):
         super().__init__(message)
         self.message = message
         self.code = code
         self.http_status = http_status
         self.attempts = attempts
+        # When some skipped model should be back (a 503's Retry-After); None: not known.
+        self.retry_after_s = retry_after_s
 
 
 @dataclass(slots=True)
@@ -188,6 +198,8 @@ class _PlanState:
 
     # Deployment id → why it is skipped (cooling down, provider down).
     reasons: dict[int, str]
+    # Deployment id → when (epoch seconds) the reason to skip it should be gone, where known.
+    back_at: dict[int, float]
     # upstream_limits_key → the encoded RateLimits stored there (None: nothing).
     limits: dict[str, str | None]
     # Provider id → (calls, tokens) counted today, for providers with declared daily quotas.
@@ -231,13 +243,18 @@ async def _read_plan_state(plan: list[Deployment]) -> _PlanState:
     provider_cool = {p: values[n + i] for i, p in enumerate(provider_ids)}
     provider_down = {p: values[n + m + i] for i, p in enumerate(provider_ids)}
     reasons: dict[int, str] = {}
+    back_at: dict[int, float] = {}
+    now = time.time()
     for i, d in enumerate(plan):
         if values[i]:
             reasons[d.id] = "cooling down after failures"
+            if (until := _cooldown_end(values[i])) is not None:
+                back_at[d.id] = until
         elif provider_cool[d.provider_id]:
             reasons[d.id] = "provider cooling down: " + str(provider_cool[d.provider_id])
         elif provider_down[d.provider_id]:
             reasons[d.id] = "provider failed its health check"
+            back_at[d.id] = now + settings.GATEWAY["HEALTH_CHECK_INTERVAL_S"]
     offset = n + 2 * m
     limits = {key: values[offset + i] for i, key in enumerate(limit_keys)}
     offset += len(limit_keys)
@@ -245,7 +262,19 @@ async def _read_plan_state(plan: list[Deployment]) -> _PlanState:
         p: (_count(values[offset + 2 * i]), _count(values[offset + 2 * i + 1]))
         for i, p in enumerate(quota_providers)
     }
-    return _PlanState(reasons=reasons, limits=limits, daily=daily)
+    return _PlanState(reasons=reasons, back_at=back_at, limits=limits, daily=daily)
+
+
+async def _cool_down(d: Deployment, seconds: float) -> None:
+    """Skip ``d`` for ``seconds`` on every process; the value says until when."""
+    await shared_state().aset(deployment_cool_key(d.id), f"{time.time() + seconds:.3f}", seconds)
+
+
+def _cooldown_end(value: object) -> float | None:
+    try:
+        return float(str(value))
+    except ValueError:
+        return None
 
 
 @lru_cache(maxsize=512)
@@ -278,24 +307,25 @@ def _upstream_block(
 
 def _quota_block(
     d: Deployment, state: _PlanState, needs: dict[str, int], now: float
-) -> tuple[str, str] | None:
-    """Why ``d`` cannot take this request now for a quota (detail, metric reason), or None."""
+) -> tuple[float, str, str] | None:
+    """Why ``d`` cannot take this request now for a quota (until when, detail, metric reason),
+    or None."""
     upstream = _upstream_block(d, state, needs, now)
     if upstream is not None:
-        return upstream[1], upstream[2]
+        return upstream
     if not _has_daily_quota(d):
         return None
     refused = state.refused.get(d.provider_id)
-    if refused is not None:
-        return refused
-    calls, tokens = state.daily.get(d.provider_id, (0, 0))
-    return quotas.refusal(
-        requests_today=calls,
-        tokens_today=tokens,
-        request_quota=d.daily_request_quota,
-        token_quota=d.daily_token_quota,
-        tokens_needed=needs[TOKENS],
-    )
+    if refused is None:
+        calls, tokens = state.daily.get(d.provider_id, (0, 0))
+        refused = quotas.refusal(
+            requests_today=calls,
+            tokens_today=tokens,
+            request_quota=d.daily_request_quota,
+            token_quota=d.daily_token_quota,
+            tokens_needed=needs[TOKENS],
+        )
+    return None if refused is None else (now + quotas.seconds_left_today(), *refused)
 
 
 async def _record_rate_limits(d: Deployment, limits: RateLimits, state: _PlanState) -> None:
@@ -317,9 +347,9 @@ async def _record_rate_limits(d: Deployment, limits: RateLimits, state: _PlanSta
         state.limits[key] = None
 
 
-def _quota_skip(d: Deployment, blocked: tuple[str, str]) -> Attempt:
-    metrics.QUOTA_SKIPS.labels(d.provider_name, blocked[1]).inc()
-    return _attempt(d, "quota_exhausted", detail=blocked[0])
+def _quota_skip(d: Deployment, detail: str, metric_reason: str) -> Attempt:
+    metrics.QUOTA_SKIPS.labels(d.provider_name, metric_reason).inc()
+    return _attempt(d, "quota_exhausted", detail=detail)
 
 
 class _TokenCountingStream(AsyncGenerator[StreamChunk, None]):
@@ -396,16 +426,14 @@ async def _record_failure(d: Deployment, error: ProviderError) -> bool:
         )
         return True
     if error.error_class == ErrorClass.NOT_FOUND:
-        await state.aset(deployment_cool_key(d.id), "1", gw["COOLDOWN_S"])
+        await _cool_down(d, gw["COOLDOWN_S"])
         return True
     if error.retry_after and error.retry_after > gw["RETRY_AFTER_CAP_S"]:
-        await state.aset(
-            deployment_cool_key(d.id), "1", min(error.retry_after, gw["MAX_COOLDOWN_S"])
-        )
+        await _cool_down(d, min(error.retry_after, gw["MAX_COOLDOWN_S"]))
         return True
     failures = await state.aincr(f"fail:d:{d.id}", gw["COOLDOWN_S"])
     if failures >= gw["FAILURE_THRESHOLD"]:
-        await state.aset(deployment_cool_key(d.id), "1", gw["COOLDOWN_S"])
+        await _cool_down(d, gw["COOLDOWN_S"])
         await state.adelete(f"fail:d:{d.id}")
         logger.warning(
             "deployment %s/%s cooled down after %s failures",
@@ -477,14 +505,19 @@ async def _walk(
     state = await _read_plan_state(plan)
     unavailable = state.reasons
     last_error: ProviderError | None = None
+    # When each skipped model should be back, where known: the soonest is a 503's Retry-After.
+    back_at: list[float] = []
     for d in plan:
         reason = unavailable.get(d.id)
+        if reason is not None and d.id in state.back_at:
+            back_at.append(state.back_at[d.id])
         if reason is None and not d.has_credentials:
             reason = "provider has no API key configured"
         if reason is None and needed > d.context_window:
             reason = f"context window {d.context_window} < ~{needed} tokens needed"
         if reason is None and (blocked := _quota_block(d, state, needs, time.time())):
-            attempts.append(_quota_skip(d, blocked))
+            back_at.append(blocked[0])
+            attempts.append(_quota_skip(d, blocked[1], blocked[2]))
             continue
         if (
             reason is None
@@ -492,6 +525,7 @@ async def _walk(
             and _in_flight.get(d.provider_id, 0) >= d.max_concurrent
         ):
             reason = "provider at its concurrency limit"
+            back_at.append(time.time() + 1)
         if reason is None and guard is not None:
             reason = await guard(d)
         if reason is not None:
@@ -516,7 +550,8 @@ async def _walk(
                 )
                 if refused is not None:
                     state.refused[d.provider_id] = refused
-                    attempts.append(_quota_skip(d, refused))
+                    back_at.append(time.time() + quotas.seconds_left_today())
+                    attempts.append(_quota_skip(d, *refused))
                     break
             target = d.target
             if target.total_timeout > remaining:
@@ -601,9 +636,7 @@ async def _walk(
                     # A longer Retry-After still cools it down, as for any 429 (ADR 0002).
                     wait = error.retry_after
                     if wait and wait > gw["RETRY_AFTER_CAP_S"] and now + wait > spent[0] + 1:
-                        await shared_state().aset(
-                            deployment_cool_key(d.id), "1", min(wait, gw["MAX_COOLDOWN_S"])
-                        )
+                        await _cool_down(d, min(wait, gw["MAX_COOLDOWN_S"]))
                     break
                 cooled = await _record_failure(d, error)
                 if error.permanent or cooled or retry >= gw["MAX_RETRIES"]:
@@ -626,6 +659,7 @@ async def _walk(
             code="no_available_model",
             http_status=503,
             attempts=attempts,
+            retry_after_s=max(1.0, min(back_at) - time.time()) if back_at else None,
         )
     last = last_error.message if last_error else "unknown error"
     raise RoutingError(

@@ -333,7 +333,11 @@ async def _completion_attempts(
                     second.cancel()
                 audit_failed(job, exc.http_status, exc.message, attempts)
                 raise router.RoutingError(
-                    exc.message, code=exc.code, http_status=exc.http_status, attempts=exc.attempts
+                    exc.message,
+                    code=exc.code,
+                    http_status=exc.http_status,
+                    attempts=exc.attempts,
+                    retry_after_s=exc.retry_after_s,
                 ) from exc
             break  # the escalation found nothing better: keep the answer we have
         usage = await estimate_usage(job, done.result.text, done.result.usage)

@@ -101,11 +101,13 @@ def api_endpoint(method: str) -> Callable[[View], View]:
 
 
 def _routing_error(exc: router.RoutingError) -> ApiError:
+    retry_after = exc.retry_after_s
     return ApiError(
         exc.http_status,
         exc.message,
         code=exc.code,
         extra={"attempts": [a.as_dict() for a in exc.attempts]},
+        headers={"Retry-After": str(math.ceil(retry_after))} if retry_after else None,
     )
 
 

@@ -8,6 +8,8 @@ import httpx
 import pytest
 from factories import new_api_key, sim_setup
 
+from providers.models import ModelDeployment
+from routing.config import routing_config_changed
 from routing.models import AuditRecord
 
 
@@ -152,6 +154,19 @@ def test_long_retry_after_cools_down_and_falls_over(client, simulator):
     assert len([a for a in body["attempts"] if a["model"] == "sim-fast"]) == 1
     again = client.post("/v1/completion", json={"input": "x"}).json()
     assert again["attempts"][0]["outcome"] == "skipped"
+
+
+def test_nothing_available_says_when_to_retry(client, simulator):
+    """When every model is cooling down, the 503 carries Retry-After: the soonest one's end."""
+    ModelDeployment.objects.exclude(upstream_model="sim-fast").update(enabled=False)
+    routing_config_changed()
+    simulator.configure("sim-fast", status=429, retry_after=120)
+    assert client.post("/v1/completion", json={"input": "x"}).status_code == 502
+    refused = client.post("/v1/completion", json={"input": "x"})
+    assert refused.status_code == 503
+    assert refused.json()["error"]["code"] == "no_available_model"
+    assert 110 <= int(refused.headers["Retry-After"]) <= 120
+    assert simulator.calls("sim-fast") == 1
 
 
 def test_pinned_model_and_tier(client):

@@ -14,7 +14,7 @@ from test_processes import needs_redis
 
 from gateway_project.shared_state import shared_state
 from providers.models import ModelDeployment, Provider
-from providers.quotas import usage_today
+from providers.quotas import seconds_left_today, usage_today
 from providers.services import fallback_chain_set
 from routing.config import routing_config_changed
 from routing.router import deployment_cool_key, upstream_limits_key
@@ -207,7 +207,9 @@ def test_a_longer_retry_after_still_cools_the_deployment_down(gateway, key, simu
             ("ext-a", "error"),
             ("ext-b", "ok"),
         ]
-        assert shared_state().get(deployment_cool_key(first.id)) == "1"
+        # The cooldown key says until when: Retry-After's 30 s from now.
+        until = float(shared_state().get(deployment_cool_key(first.id)) or 0)
+        assert until == pytest.approx(time.time() + 30, abs=3)
         again = ask(gateway.url, key, tier="external")
         assert again["attempts"][0]["outcome"] == "skipped"  # cooling down, no call
     finally:
@@ -286,6 +288,8 @@ def test_everything_out_of_quota_gives_503(gateway, key, simulator):
     assert error["code"] == "no_available_model"
     assert "out of quota" in error["message"]
     assert [a["outcome"] for a in error["attempts"]] == ["quota_exhausted"]
+    # The daily quota is back at the next UTC midnight.
+    assert abs(int(response.headers["Retry-After"]) - seconds_left_today()) <= 2
 
 
 def test_daily_token_quota_counts_answers_and_streams(gateway, key, simulator, admin_client):
