@@ -1,11 +1,12 @@
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Any
 
 from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 from django_celery_beat.models import PeriodicTask
@@ -187,7 +188,15 @@ class TunableChangeAdmin(_TunableChangeAdminBase):
 
 class LearningChangeInline(_LearningChangeInlineBase):
     model = LearningChange
-    fields = ("change_link", "target", "task_type", "before", "after", "state", "expected_effect")
+    fields = (
+        "change_link",
+        "target",
+        "task_type",
+        "before_value",
+        "after_value",
+        "state",
+        "expected_effect",
+    )
     readonly_fields = fields
     extra = 0
     can_delete = False
@@ -197,6 +206,14 @@ class LearningChangeInline(_LearningChangeInlineBase):
     def change_link(self, obj: LearningChange) -> str:
         url = reverse("admin:learning_learningchange_change", args=[obj.pk])
         return format_html('<a href="{}">{}</a>', url, obj.pk)
+
+    @admin.display(description="before")
+    def before_value(self, obj: LearningChange) -> str:
+        return obj.value_label(obj.before)
+
+    @admin.display(description="after")
+    def after_value(self, obj: LearningChange) -> str:
+        return obj.value_label(obj.after)
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
@@ -301,8 +318,8 @@ class LearningChangeAdmin(_LearningChangeAdminBase):
         "run",
         "target",
         "task_type",
-        "before",
-        "after",
+        "before_value",
+        "after_value",
         "state",
         "applied_at",
         "reverted_at",
@@ -316,18 +333,74 @@ class LearningChangeAdmin(_LearningChangeAdminBase):
         "validator",
         "caller",
         "task_type",
-        "before",
+        "before_value",
         "before_overridden",
-        "after",
+        "after_value",
         "state",
         "expected_effect",
         "replay_estimate",
-        "evidence",
+        "evidence_tiers",
+        "evidence_display",
         "applied_at",
         "reverted_at",
     )
     readonly_fields = fields
     actions = ["apply_proposed", "revert_changes"]
+
+    @admin.display(description="before", ordering="before")
+    def before_value(self, obj: LearningChange) -> str:
+        return obj.value_label(obj.before)
+
+    @admin.display(description="after", ordering="after")
+    def after_value(self, obj: LearningChange) -> str:
+        return obj.value_label(obj.after)
+
+    @admin.display(description="reviewed outcomes per tier")
+    def evidence_tiers(self, obj: LearningChange) -> str:
+        tiers = obj.evidence.get("tiers") if isinstance(obj.evidence, dict) else None
+        if not isinstance(tiers, dict) or not tiers:
+            return "-"
+        rows = format_html_join(
+            "",
+            "<tr><th>{}</th><td>{} of {} ({})</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            (
+                (
+                    tier,
+                    stats.get("accepted"),
+                    stats.get("n"),
+                    _pct(stats.get("acceptance")),
+                    _pct(stats.get("wilson_lower")),
+                    stats.get("requests"),
+                    _usd(stats.get("mean_cost_usd")),
+                    stats.get("mean_latency_ms"),
+                )
+                for tier, stats in tiers.items()
+            ),
+        )
+        return format_html(
+            "<table><tr><th>tier</th><th>accepted of reviewed</th>"
+            "<th>95 % lower bound</th><th>requests</th><th>mean cost</th>"
+            "<th>mean latency ms</th></tr>{}</table>",
+            rows,
+        )
+
+    @admin.display(description="evidence")
+    def evidence_display(self, obj: LearningChange) -> str:
+        # The replay has its own table above; the rest as the cycle recorded it.
+        evidence = obj.evidence if isinstance(obj.evidence, dict) else {"value": obj.evidence}
+        rest = {k: v for k, v in evidence.items() if k != "replay"}
+        return format_html("<pre>{}</pre>", json.dumps(rest, indent=2, sort_keys=True))
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        # A change is a record: it is applied or reverted by the actions, never edited.
+        context = {**(extra_context or {}), "show_save": False, "show_save_and_continue": False}
+        return super().change_view(request, object_id, form_url, extra_context=context)
 
     @admin.display(description="replay on recent traffic")
     def replay_estimate(self, obj: LearningChange) -> str:

@@ -105,6 +105,29 @@ def test_moves_down_one_tier_to_a_cheaper_tier_that_meets_the_target():
 
 
 @pytest.mark.django_db
+def test_the_admin_shows_a_change_by_tier_names_with_its_evidence_read_only(client):
+    """What an admin reads: large → medium (not 2.0 → 1.0), the reviews per tier, no Save."""
+    from django.contrib.auth.models import User
+    from django.urls import reverse
+
+    route("invoice", "large")
+    reviewed("fast", 40)
+    reviewed("medium", 38, 2)
+    reviewed("large", 40)
+    change = learning_cycle_run(kind="assignments").changes.get()
+    client.force_login(User.objects.create_superuser(username="boss", password="pw"))
+
+    listing = client.get(reverse("admin:learning_learningchange_changelist")).content.decode()
+    assert '<td class="field-before_value">large</td>' in listing
+    assert '<td class="field-after_value">medium</td>' in listing
+    page = client.get(reverse("admin:learning_learningchange_change", args=[change.pk]))
+    text = page.content.decode()
+    assert "<th>medium</th><td>38 of 40 (95.0%)</td>" in text
+    assert "&quot;best_tier&quot;: &quot;fast&quot;" in text  # the evidence, indented JSON
+    assert 'name="_save"' not in text and 'name="_continue"' not in text
+
+
+@pytest.mark.django_db
 def test_moves_up_when_the_current_tier_falls_short():
     """Fast start accepted 30/40, medium 40/40: one tier up, creating the task type's route."""
     reviewed("fast", 30, rejected=10)
