@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 from django import template
@@ -10,6 +11,26 @@ from django.urls import reverse
 from agents.models import BudgetAlert
 
 register = template.Library()
+
+_PERIOD_ADJECTIVES = {"day": "daily", "month": "monthly"}
+
+
+@register.filter
+def usd(amount: Decimal | float | None) -> str:
+    """Dollars as a person reads them: cents from a dollar up, and enough digits below it that a
+    small budget is not rounded away ($0.005, $0.004867)."""
+    if amount is None:
+        return "-"
+    value = Decimal(str(amount))
+    if abs(value) >= 1 or value == 0:
+        return f"${value:,.2f}"
+    text = f"{value:.6f}".rstrip("0")
+    return "$" + (text if len(text.split(".")[1]) >= 2 else f"{value:.2f}")
+
+
+@register.filter
+def period_adjective(period: str) -> str:
+    return _PERIOD_ADJECTIVES.get(period, period)
 
 
 @register.inclusion_tag("admin/agents/budget_alert_banner.html", takes_context=True)

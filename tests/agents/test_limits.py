@@ -278,10 +278,23 @@ def test_a_budget_alert_is_recorded_signed_to_its_webhook_and_shown_in_the_admin
     payload = json.loads(body)
     assert payload["threshold_percent"] == 80 and payload["budget"]["target"] == "agent coder"
     page = admin_client.get("/admin/")
-    assert b"Budget alert: the agent coder budget" in page.content and b"80 %" in page.content
+    assert "Budget alert: the daily budget of agent coder reached 80 %" in page.content.decode()
+    assert "($1.60 of $2.00 since" in page.content.decode()
     admin_client.post(
         "/admin/agents/budgetalert/",
         {"action": "acknowledge", "_selected_action": [alert.pk]},
     )
     assert BudgetAlert.objects.get().acknowledged_at is not None
     assert b"Budget alert:" not in admin_client.get("/admin/").content
+
+
+def test_alert_amounts_are_not_rounded_away():
+    """A $0.005 budget reads as $0.005, not $0.01; dollars and more read in cents."""
+    from agents.templatetags.budget_alerts import usd
+
+    assert usd(Decimal("0.005")) == "$0.005"
+    assert usd(Decimal("0.00486680")) == "$0.004867"
+    assert usd(Decimal("0.5")) == "$0.50"
+    assert usd(Decimal("10")) == "$10.00"
+    assert usd(Decimal("1234.5")) == "$1,234.50"
+    assert usd(Decimal("0")) == "$0.00"
