@@ -65,20 +65,18 @@ import os
 import random
 import secrets
 import shutil
-import signal
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from decimal import Decimal
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 import httpx
 import run as load_bench  # bench/run.py: the process handling of the load benchmark
-from run import HarnessError, Server, free_port, log_problems, say, stop_all
+from run import HarnessError, Server, free_port, log_problems, say
 
 REPO = Path(__file__).resolve().parent.parent
 WORK_DIR = REPO / ".bench" / "learning"  # data/, logs/ and results.json (--dir)
@@ -809,30 +807,8 @@ def benchmark(args: argparse.Namespace) -> None:
     say(f"\nresults written to {args.json}")
 
 
-def _terminate(signum: int, frame: FrameType | None) -> None:
-    # SIGTERM/SIGHUP unwind like Ctrl-C, so the servers get stopped.
-    raise KeyboardInterrupt
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    handler: Callable[[int, FrameType | None], None] = _terminate
-    for signum in (signal.SIGTERM, signal.SIGHUP):
-        if signal.getsignal(signum) is not signal.SIG_IGN:  # respect nohup
-            signal.signal(signum, handler)
-    started = time.monotonic()
-    try:
-        benchmark(args)
-    except HarnessError as exc:
-        say(f"\nbenchmark harness error: {exc}")
-        return 2
-    except KeyboardInterrupt:
-        say("\ninterrupted")
-        return 130
-    finally:
-        stop_all()
-    say(f"total time {time.monotonic() - started:.0f} s")
-    return 0
+    return load_bench.run_harness(benchmark, parse_args(argv))
 
 
 if __name__ == "__main__":

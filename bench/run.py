@@ -1012,8 +1012,8 @@ def _terminate(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
+def run_harness(benchmark: Callable[[argparse.Namespace], None], args: argparse.Namespace) -> int:
+    """Run one benchmark with its servers stopped however it ends; the exit status."""
     handler: Callable[[int, FrameType | None], None] = _terminate
     for signum in (signal.SIGTERM, signal.SIGHUP):
         if signal.getsignal(signum) is not signal.SIG_IGN:  # respect nohup
@@ -1031,6 +1031,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         stop_all()
     say(f"total time {time.monotonic() - started:.0f} s")
     return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_harness(benchmark, parse_args(argv))
 
 
 if __name__ == "__main__":
