@@ -186,7 +186,19 @@ class TunableChangeAdmin(_TunableChangeAdminBase):
         return False
 
 
-class LearningChangeInline(_LearningChangeInlineBase):
+class _ChangeValues:
+    """A change's before and after as an admin reads them (tier names for start tiers)."""
+
+    @admin.display(description="before", ordering="before")
+    def before_value(self, obj: LearningChange) -> str:
+        return obj.value_label(obj.before)
+
+    @admin.display(description="after", ordering="after")
+    def after_value(self, obj: LearningChange) -> str:
+        return obj.value_label(obj.after)
+
+
+class LearningChangeInline(_ChangeValues, _LearningChangeInlineBase):
     model = LearningChange
     fields = (
         "change_link",
@@ -206,14 +218,6 @@ class LearningChangeInline(_LearningChangeInlineBase):
     def change_link(self, obj: LearningChange) -> str:
         url = reverse("admin:learning_learningchange_change", args=[obj.pk])
         return format_html('<a href="{}">{}</a>', url, obj.pk)
-
-    @admin.display(description="before")
-    def before_value(self, obj: LearningChange) -> str:
-        return obj.value_label(obj.before)
-
-    @admin.display(description="after")
-    def after_value(self, obj: LearningChange) -> str:
-        return obj.value_label(obj.after)
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
@@ -310,7 +314,7 @@ _REPLAY_ROWS = (
 
 
 @admin.register(LearningChange)
-class LearningChangeAdmin(_LearningChangeAdminBase):
+class LearningChangeAdmin(_ChangeValues, _LearningChangeAdminBase):
     """Changes of the learning cycles: apply the proposed ones, revert applied ones."""
 
     list_display = (
@@ -346,14 +350,6 @@ class LearningChangeAdmin(_LearningChangeAdminBase):
     )
     readonly_fields = fields
     actions = ["apply_proposed", "revert_changes"]
-
-    @admin.display(description="before", ordering="before")
-    def before_value(self, obj: LearningChange) -> str:
-        return obj.value_label(obj.before)
-
-    @admin.display(description="after", ordering="after")
-    def after_value(self, obj: LearningChange) -> str:
-        return obj.value_label(obj.after)
 
     @admin.display(description="reviewed outcomes per tier")
     def evidence_tiers(self, obj: LearningChange) -> str:

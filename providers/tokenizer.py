@@ -48,6 +48,8 @@ def encoding_name() -> str:
 
 def _load(name: str) -> _Encoding | None:
     """The encoding called ``name``, loaded once per process; None when it cannot be."""
+    if name in _encodings:  # loaded: no lock, so the event loop never waits on a loading thread
+        return _encodings[name]
     with _lock:
         if name not in _encodings:
             try:
@@ -82,12 +84,9 @@ def heuristic_count(text: str) -> int:
 class TokenCounter:
     """Counts tokens with one vocabulary (or the heuristic), tells which it used."""
 
-    def __init__(self, encoding: _Encoding | None) -> None:
+    def __init__(self, encoding: _Encoding | None, name: str | None = None) -> None:
         self._encoding = encoding
-
-    @property
-    def method(self) -> str:
-        return HEURISTIC if self._encoding is None else encoding_name()
+        self.method = HEURISTIC if encoding is None else name or encoding_name()
 
     def text(self, text: str) -> int:
         if not text:
@@ -107,7 +106,7 @@ class TokenCounter:
 def counter() -> TokenCounter:
     """A counter for this thread (loads the vocabulary on first use, which blocks)."""
     name = encoding_name()
-    return TokenCounter(None if name == HEURISTIC else _load(name))
+    return TokenCounter(None if name == HEURISTIC else _load(name), name)
 
 
 async def async_counter() -> TokenCounter:

@@ -325,7 +325,12 @@ def _quota_block(
             token_quota=d.daily_token_quota,
             tokens_needed=needs[TOKENS],
         )
-    return None if refused is None else (now + quotas.seconds_left_today(), *refused)
+    return None if refused is None else (_daily_quota_back_at(), *refused)
+
+
+def _daily_quota_back_at() -> float:
+    """When a spent daily quota is back: the next UTC midnight, in epoch seconds."""
+    return time.time() + quotas.seconds_left_today()
 
 
 async def _record_rate_limits(d: Deployment, limits: RateLimits, state: _PlanState) -> None:
@@ -550,7 +555,7 @@ async def _walk(
                 )
                 if refused is not None:
                     state.refused[d.provider_id] = refused
-                    back_at.append(time.time() + quotas.seconds_left_today())
+                    back_at.append(_daily_quota_back_at())
                     attempts.append(_quota_skip(d, *refused))
                     break
             target = d.target

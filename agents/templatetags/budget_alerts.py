@@ -8,6 +8,7 @@ from typing import Any
 from django import template
 from django.urls import reverse
 
+from agents.limits import usd as money
 from agents.models import BudgetAlert
 
 register = template.Library()
@@ -17,15 +18,12 @@ _PERIOD_ADJECTIVES = {"day": "daily", "month": "monthly"}
 
 @register.filter
 def usd(amount: Decimal | float | None) -> str:
-    """Dollars as a person reads them: cents from a dollar up, and enough digits below it that a
-    small budget is not rounded away ($0.005, $0.004867)."""
+    """The gateway's dollar format without trailing zeros past the cents, so a small budget is
+    neither rounded away nor padded ($0.005, $0.004867, $1.60)."""
     if amount is None:
         return "-"
-    value = Decimal(str(amount))
-    if abs(value) >= 1 or value == 0:
-        return f"${value:,.2f}"
-    text = f"{value:.6f}".rstrip("0")
-    return "$" + (text if len(text.split(".")[1]) >= 2 else f"{value:.2f}")
+    whole, _, fraction = money(float(amount)).partition(".")
+    return f"{whole}.{fraction.rstrip('0').ljust(2, '0')}"
 
 
 @register.filter
