@@ -17,12 +17,13 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import orjson
 from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpResponse, HttpResponseBase, StreamingHttpResponse
 from django.urls import Resolver404, get_resolver
+
+from .api_errors import ApiError, error_response
 
 logger = logging.getLogger(__name__)
 
@@ -38,28 +39,72 @@ class ClientDisconnected(Exception):
     pass
 
 
+class BodyRefused(Exception):
+    """The request body cannot be read: too large (413) or too slow (408)."""
+
+    def __init__(self, status: int, message: str, code: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.code = code
+
+
 def _error(status: int, message: str, code: str) -> HttpResponse:
-    body = {
-        "error": {"message": message, "type": "invalid_request_error", "code": code, "param": None}
-    }
-    return HttpResponse(orjson.dumps(body), status=status, content_type="application/json")
+    return error_response(ApiError(status, message, code=code))
 
 
-async def _read_body(receive: Receive, limit: int) -> bytes | None:
-    """The whole request body, or None when it exceeds ``limit`` (the rest is not read)."""
+def _declared_length(scope: Scope) -> int | None:
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None  # the server refuses a malformed length before the app sees it
+    return None
+
+
+async def read_body(scope: Scope, receive: Receive) -> bytes:
+    """The whole request body, within ``GATEWAY_MAX_BODY_BYTES`` and ``BODY_READ_TIMEOUT_S``.
+
+    A declared ``Content-Length`` over the limit is refused before anything is read; a body that
+    has not arrived in time is refused too, so a slow client cannot hold a connection (ADR 0014).
+    """
+    limit = settings.GATEWAY["MAX_BODY_BYTES"]
+    too_large = BodyRefused(413, f"Request body larger than {limit} bytes.", "body_too_large")
+    declared = _declared_length(scope)
+    if declared is not None and declared > limit:
+        raise too_large
+    timeout = settings.GATEWAY["BODY_READ_TIMEOUT_S"]
     chunks: list[bytes] = []
     size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientDisconnected
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise ClientDisconnected
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > limit:
+                    raise too_large
+                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    return b"".join(chunks)
+    except TimeoutError:
+        raise BodyRefused(
+            408, f"The request body did not arrive within {timeout:g} s.", "body_timeout"
+        ) from None
+
+
+async def _send_whole(response: HttpResponse, send: Send, *, close: bool = False) -> None:
+    content = response.content
+    headers = _headers(response)
+    headers.append((b"content-length", str(len(content)).encode()))
+    if close:
+        # The body was not read to its end: the connection cannot carry another request.
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
+    await send({"type": "http.response.body", "body": content, "more_body": False})
 
 
 def _headers(response: HttpResponseBase) -> list[tuple[bytes, bytes]]:
@@ -112,28 +157,21 @@ class ApiHandler:
         self._resolver = get_resolver()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        limit = settings.GATEWAY["MAX_BODY_BYTES"]
         try:
-            body = await _read_body(receive, limit)
+            body = await read_body(scope, receive)
         except ClientDisconnected:
             return
-        if body is None:
-            response: HttpResponseBase = _error(
-                413, f"Request body larger than {limit} bytes.", "body_too_large"
+        except BodyRefused as refused:
+            await _send_whole(
+                _error(refused.status, refused.message, refused.code), send, close=True
             )
-        else:
-            response = await self._respond(scope, body)
+            return
+        response = await self._respond(scope, body)
         if isinstance(response, StreamingHttpResponse):
             await _send_streaming(response, receive, send)
             return
         assert isinstance(response, HttpResponse)
-        content = response.content
-        headers = _headers(response)
-        headers.append((b"content-length", str(len(content)).encode()))
-        await send(
-            {"type": "http.response.start", "status": response.status_code, "headers": headers}
-        )
-        await send({"type": "http.response.body", "body": content, "more_body": False})
+        await _send_whole(response, send)
 
     async def _respond(self, scope: Scope, body: bytes) -> HttpResponseBase:
         try:
@@ -156,6 +194,39 @@ class ApiHandler:
             logger.exception("unhandled error in %s", request.path_info)
             return _error(500, "Internal error; the request was not completed.", "internal_error")
         return response
+
+
+class BodyGuard:
+    """The same body limits for the rest of the site (the admin): Django's handler reads a body
+    without a deadline. The body is read here and handed on whole."""
+
+    def __init__(self, app: Callable[..., Awaitable[None]]) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        try:
+            body = await read_body(scope, receive)
+        except ClientDisconnected:
+            return
+        except BodyRefused as refused:
+            response = HttpResponse(
+                f"{refused.message}\n", status=refused.status, content_type="text/plain"
+            )
+            await _send_whole(response, send, close=True)
+            return
+        delivered = False
+
+        async def replay() -> Message:
+            nonlocal delivered
+            if not delivered:
+                delivered = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()  # after the body: the disconnect Django listens for
+
+        await self.app(scope, replay, send)
 
 
 def is_api_path(scope: Scope) -> bool:

@@ -18,9 +18,11 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gateway_project.settings")
 django_application = get_asgi_application()
 
-from .api_asgi import ApiHandler, is_api_path  # noqa: E402 - needs Django set up first
+from .api_asgi import ApiHandler, BodyGuard, is_api_path  # noqa: E402 - needs Django set up first
 
 api_application = ApiHandler()
+# The admin and the rest of the site, behind the API's body size and read-time limits.
+site_application = BodyGuard(django_application)
 
 logger = logging.getLogger("gateway_project.lifespan")
 
@@ -65,4 +67,4 @@ async def application(scope: Scope, receive: Receive, send: Send) -> None:
     elif is_api_path(scope):
         await api_application(scope, receive, send)
     else:
-        await django_application(scope, receive, send)
+        await site_application(scope, receive, send)

@@ -77,6 +77,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # Before anything reads the query or form: a NUL would reach the database (ADR 0014).
+    "gateway_project.middleware.RefuseNulMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -195,7 +197,9 @@ if not DEBUG:
 
 REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    # The gateway's body rules (size, depth, NUL) and error shape on DRF endpoints too (ADR 0014).
+    "DEFAULT_PARSER_CLASSES": ["gateway_project.drf.GatewayJSONParser"],
+    "EXCEPTION_HANDLER": "gateway_project.drf.exception_handler",
     "UNAUTHENTICATED_USER": None,
 }
 
@@ -238,6 +242,8 @@ class GatewaySettings(TypedDict):
     AUTH_FAILURE_COOLDOWN_S: float
     REQUEST_DEADLINE_S: float
     MAX_BODY_BYTES: int
+    MAX_JSON_DEPTH: int
+    BODY_READ_TIMEOUT_S: float
     MAX_OUTPUT_TOKENS: int
     AUDIT_STORE: str
     AUDIT_FLUSH_INTERVAL_S: float
@@ -278,6 +284,10 @@ GATEWAY: GatewaySettings = {
     "AUTH_FAILURE_COOLDOWN_S": env_float("GATEWAY_AUTH_FAILURE_COOLDOWN_S", 300.0),
     "REQUEST_DEADLINE_S": env_float("GATEWAY_REQUEST_DEADLINE_S", 120.0),
     "MAX_BODY_BYTES": env_int("GATEWAY_MAX_BODY_BYTES", 2 * 1024 * 1024),
+    # Deepest nesting of a JSON body (a JSON schema in response_format needs some room).
+    "MAX_JSON_DEPTH": env_int("GATEWAY_MAX_JSON_DEPTH", 64),
+    # A request body must have arrived whole this long after the request began, or it gets 408.
+    "BODY_READ_TIMEOUT_S": env_float("GATEWAY_BODY_READ_TIMEOUT_S", 30.0),
     "MAX_OUTPUT_TOKENS": env_int("GATEWAY_MAX_OUTPUT_TOKENS", 131072),
     # "full" keeps prompts and outputs in the audit log; "hash" keeps only their SHA-256.
     "AUDIT_STORE": os.environ.get("GATEWAY_AUDIT_STORE", "full"),

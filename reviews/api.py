@@ -1,7 +1,9 @@
 """The review decision API: ``POST /v1/reviews/{id}/decision`` with a reviewer-scoped key.
 
 A DRF view, synchronous: the lean API handler runs it in a worker thread
-(gateway_project/api_asgi.py). Errors use the gateway's JSON shape (routing/api/common.py).
+(gateway_project/api_asgi.py). Its parser and exception handler are the project's
+(``REST_FRAMEWORK`` in settings: gateway_project/drf.py), so bodies meet the same rules and errors
+have the same shape as on every other endpoint.
 """
 
 from __future__ import annotations
@@ -9,13 +11,14 @@ from __future__ import annotations
 from typing import Any
 
 from django.http import HttpResponse
-from rest_framework import exceptions, serializers
+from rest_framework import serializers
 from rest_framework.request import Request
 from rest_framework.views import APIView
 
 from agents.authentication import HasReviewerScope, ReviewerKeyAuthentication
 from agents.models import ApiKey
-from routing.api.common import ERROR_TYPES, json_response
+from gateway_project.api_errors import ApiError, error_response
+from routing.api.common import json_response
 
 from .models import ReviewItem
 from .selectors import review_decision_reason
@@ -42,40 +45,8 @@ class ReviewDecisionSerializer(serializers.Serializer[dict[str, Any]]):
 def error(
     http_status: int, message: str, *, code: str, param: str | None = None, **extra: Any
 ) -> HttpResponse:
-    """The gateway's error shape: ``{"error": {"message", "type", "code", "param", ...}}``."""
-    error_type = ERROR_TYPES.get(http_status) or (
-        "conflict_error" if http_status == 409 else "api_error"
-    )
-    body = {"message": message, "type": error_type, "code": code, "param": param, **extra}
-    return json_response({"error": body}, status=http_status)
-
-
-def _flatten(detail: Any) -> str:
-    if isinstance(detail, list):
-        return " ".join(_flatten(d) for d in detail)
-    if isinstance(detail, dict):
-        return "; ".join(f"{k}: {_flatten(v)}" for k, v in detail.items())
-    return str(detail)
-
-
-def api_exception_handler(exc: Exception, context: dict[str, Any]) -> HttpResponse | None:
-    """DRF's exceptions (auth, parse, method) in the gateway's error shape."""
-    if isinstance(exc, exceptions.ValidationError) and isinstance(exc.detail, dict):
-        fields = {name: _flatten(d) for name, d in exc.detail.items()}
-        summary = "; ".join(f"{name}: {text}" for name, text in fields.items())
-        first = next(iter(fields), None)
-        return error(
-            400, f"Invalid request: {summary}", code="invalid_field", param=first, fields=fields
-        )
-    if isinstance(exc, exceptions.APIException):
-        codes = exc.get_codes()
-        code = codes if isinstance(codes, str) else exc.default_code
-        response = error(exc.status_code, _flatten(exc.detail), code=str(code))
-        auth_header = getattr(exc, "auth_header", None)
-        if auth_header:
-            response["WWW-Authenticate"] = auth_header
-        return response
-    return None
+    """The gateway's error shape, from its one builder (gateway_project/api_errors.py)."""
+    return error_response(ApiError(http_status, message, code=code, param=param, extra=extra))
 
 
 class ReviewDecisionApi(APIView):
@@ -83,9 +54,6 @@ class ReviewDecisionApi(APIView):
 
     authentication_classes = [ReviewerKeyAuthentication]
     permission_classes = [HasReviewerScope]
-
-    def get_exception_handler(self) -> Any:
-        return api_exception_handler
 
     def post(self, request: Request, item_id: int) -> HttpResponse:
         serializer = ReviewDecisionSerializer(data=request.data)

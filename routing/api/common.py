@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import time
 import uuid
 from typing import Any
@@ -18,18 +19,23 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 
 from agents.selectors import Caller, caller_for_key
+from gateway_project.api_errors import ERROR_TYPES, ApiError, error_response
+from gateway_project.json_body import parse_json_body
 
-ERROR_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    413: "request_too_large",
-    429: "rate_limit_error",
-    502: "upstream_error",
-    503: "service_unavailable",
-    504: "timeout_error",
-}
+__all__ = [
+    "ERROR_TYPES",
+    "FORBIDDEN_FIELDS",
+    "ApiError",
+    "assign_request_id",
+    "assigned_request_id",
+    "authenticate",
+    "deadline_from_now",
+    "error_response",
+    "json_response",
+    "looks_like_request_id",
+    "new_request_id",
+    "read_json_object",
+]
 
 # Fields that would make the gateway call an address or credentials chosen by the caller.
 FORBIDDEN_FIELDS = frozenset(
@@ -51,28 +57,6 @@ FORBIDDEN_FIELDS = frozenset(
 )
 
 
-class ApiError(Exception):
-    """Raised anywhere in a view to answer with a JSON error."""
-
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        *,
-        code: str,
-        param: str | None = None,
-        extra: dict[str, Any] | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.code = code
-        self.param = param
-        self.extra = extra or {}
-        self.headers = headers or {}
-
-
 def json_response(
     data: Any, status: int = 200, headers: dict[str, str] | None = None
 ) -> HttpResponse:
@@ -80,20 +64,6 @@ def json_response(
         orjson.dumps(data), status=status, content_type="application/json", headers=headers
     )
     return response
-
-
-def error_response(error: ApiError) -> HttpResponse:
-    body: dict[str, Any] = {
-        "message": error.message,
-        "type": ERROR_TYPES.get(error.status, "api_error"),
-        "code": error.code,
-        "param": error.param,
-    }
-    body.update(error.extra)
-    headers = dict(error.headers)
-    if error.status == 401:
-        headers["WWW-Authenticate"] = "Bearer"
-    return json_response({"error": body}, status=error.status, headers=headers or None)
 
 
 async def authenticate(request: HttpRequest) -> Caller:
@@ -117,19 +87,9 @@ async def authenticate(request: HttpRequest) -> Caller:
 
 
 def read_json_object(request: HttpRequest) -> dict[str, Any]:
-    """The request body as a JSON object, with 413 for oversized and 400 for malformed bodies."""
-    # The API handler already refused bodies over the limit (gateway_project/api_asgi.py); this
-    # guards the view when it is served another way.
-    limit = settings.GATEWAY["MAX_BODY_BYTES"]
-    raw = request.body
-    if len(raw) > limit:
-        raise ApiError(413, f"Request body larger than {limit} bytes.", code="body_too_large")
-    if not raw:
-        raise ApiError(400, "Request body is empty; send a JSON object.", code="invalid_json")
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise ApiError(400, f"Malformed JSON: {exc}", code="invalid_json") from None
+    """The request body as a JSON object, under the body rules of every endpoint
+    (gateway_project/json_body.py: size, depth, NUL), without fields that redirect upstreams."""
+    data = parse_json_body(request.body)
     if not isinstance(data, dict):
         raise ApiError(400, "The body must be a JSON object.", code="invalid_json")
     forbidden = sorted(FORBIDDEN_FIELDS.intersection(data))
@@ -141,28 +101,6 @@ def read_json_object(request: HttpRequest) -> dict[str, Any]:
             param=forbidden[0],
         )
     return data
-
-
-def validation_error(errors: dict[str, Any]) -> ApiError:
-    """Turn DRF serializer errors into one 400 naming every wrong field."""
-
-    def flatten(value: Any) -> str:
-        if isinstance(value, list):
-            return " ".join(flatten(v) for v in value)
-        if isinstance(value, dict):
-            return "; ".join(f"{k}: {flatten(v)}" for k, v in value.items())
-        return str(value)
-
-    fields = {name: flatten(detail) for name, detail in errors.items()}
-    summary = "; ".join(f"{name}: {text}" for name, text in fields.items())
-    first = next(iter(fields), None)
-    return ApiError(
-        400,
-        f"Invalid request: {summary}",
-        code="invalid_field",
-        param=first,
-        extra={"fields": fields},
-    )
 
 
 # A random part per process and a counter: unique across processes and hosts, and cheaper than
@@ -183,6 +121,33 @@ os.register_at_fork(after_in_child=_new_id_prefix)
 
 def new_request_id() -> str:
     return f"call-{_ID_PREFIX}{next(_id_counter):016x}"
+
+
+# Where a view leaves the request's id, so every later error names it (api_endpoint).
+_REQUEST_ID_KEY = "gateway.request_id"
+
+
+def assign_request_id(request: HttpRequest) -> str:
+    """A new id for this request's audit record, remembered on the request for its errors."""
+    request_id = new_request_id()
+    request.META[_REQUEST_ID_KEY] = request_id
+    return request_id
+
+
+def assigned_request_id(request: HttpRequest) -> str | None:
+    """The id ``assign_request_id`` gave this request, if it got that far."""
+    value = request.META.get(_REQUEST_ID_KEY)
+    return value if isinstance(value, str) else None
+
+
+# Request ids the gateway issues ("call-" and 32 hex digits); the column holds at most 64.
+_REQUEST_ID_SHAPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
+
+
+def looks_like_request_id(value: str) -> bool:
+    """Whether ``value`` could be a request id: anything else (a NUL, a megabyte) is not looked
+    up at all."""
+    return _REQUEST_ID_SHAPE.fullmatch(value) is not None
 
 
 def deadline_from_now() -> float:

@@ -1,8 +1,9 @@
-"""Request models of the two completion endpoints (pydantic: validated in microseconds).
+"""Request models of the API's JSON endpoints (pydantic: validated in microseconds).
 
 They sit on the hot path, where DRF serializers cost more than the rest of the gateway's work per
 request (they deep-copy their fields on every instantiation); see docs/adr/0005-async-request-path.md.
-Every wrong field is reported, by name, in one 400.
+Every wrong field is reported, by name (``messages.1.content``), in one 400; the body rules that
+come before (size, depth, NUL) are in gateway_project/json_body.py.
 """
 
 from __future__ import annotations
@@ -24,43 +25,53 @@ Temperature = Annotated[float | None, Field(default=None, ge=0, le=2)]
 TopP = Annotated[float | None, Field(default=None, ge=0, le=1)]
 
 
-def message_text(content: Any) -> str:
+class PartError(ValueError):
+    """A wrong part of a field: ``path`` continues the field's name (``messages`` + ``1.content``)."""
+
+    def __init__(self, path: tuple[str | int, ...], message: str) -> None:
+        super().__init__(message)
+        self.path = path
+        self.message = message
+
+
+def message_text(content: Any, *, allow_null: bool = True) -> str:
     """OpenAI message content (a string or a list of text parts) as plain text."""
     if content is None:
+        if not allow_null:
+            raise PartError((), "must be a string or a list of text parts, not null")
         return ""
     if isinstance(content, str):
         return content
     if isinstance(content, list):
         texts = []
-        for part in content:
+        for index, part in enumerate(content):
             if (
                 not isinstance(part, dict)
                 or part.get("type") != "text"
                 or not isinstance(part.get("text"), str)
             ):
                 kind = part.get("type") if isinstance(part, dict) else type(part).__name__
-                raise ValueError(f"unsupported content part {kind!r}; send text")
+                raise PartError((index,), f"unsupported content part {kind!r}; send text")
             texts.append(part["text"])
         return "".join(texts)
-    raise ValueError("content must be a string or a list of text parts")
+    raise PartError((), "must be a string or a list of text parts")
 
 
-def to_messages(items: list[Any]) -> tuple[Message, ...]:
+def to_messages(items: list[Any], *, allow_null_content: bool = True) -> tuple[Message, ...]:
     if not items:
         raise ValueError("must be a non-empty list of messages")
     messages = []
     for index, item in enumerate(items):
         if not isinstance(item, dict):
-            raise ValueError(f"message {index} must be an object with role and content")
+            raise PartError((index,), "must be an object with role and content")
         role = ROLE_ALIASES.get(item.get("role"))  # type: ignore[arg-type]
         if role is None:
-            raise ValueError(
-                f"message {index}: role must be one of system, developer, user, assistant"
-            )
+            raise PartError((index, "role"), "must be one of system, developer, user, assistant")
         try:
-            messages.append(Message(role=role, content=message_text(item.get("content"))))
-        except ValueError as exc:
-            raise ValueError(f"message {index}: {exc}") from None
+            content = message_text(item.get("content"), allow_null=allow_null_content)
+        except PartError as exc:
+            raise PartError((index, "content", *exc.path), exc.message) from None
+        messages.append(Message(role=role, content=content))
     return tuple(messages)
 
 
@@ -122,7 +133,8 @@ class CompletionRequest(RequestModel):
     def _messages(cls, value: Any) -> tuple[Message, ...]:
         if not isinstance(value, list):
             raise ValueError("must be a list of messages")
-        return to_messages(value)
+        # The native API has no tool calls, so a message without text is a mistake.
+        return to_messages(value, allow_null_content=False)
 
     @field_validator("task_type")
     @classmethod
@@ -187,6 +199,13 @@ class ChatCompletionRequest(RequestModel):
         return (self.stop,) if isinstance(self.stop, str) else tuple(self.stop)
 
 
+class ClassifyRequest(RequestModel):
+    """``POST /v1/classify``: the input to classify, and optionally whose routing to show."""
+
+    input: Annotated[str, Field(min_length=1)]
+    caller: Annotated[str, Field(max_length=100)] = ""
+
+
 M = TypeVar("M", bound=RequestModel)
 
 
@@ -197,8 +216,12 @@ def parse_request(model: type[M], data: dict[str, Any]) -> M:
     except ValidationError as exc:
         fields: dict[str, str] = {}
         for error in exc.errors(include_url=False):
-            name = ".".join(str(part) for part in error["loc"]) or "body"
+            loc = error["loc"]
             message = error["msg"].removeprefix("Value error, ")
+            part = (error.get("ctx") or {}).get("error")
+            if isinstance(part, PartError):
+                loc, message = (*loc, *part.path), part.message
+            name = ".".join(str(item) for item in loc) or "body"
             fields.setdefault(name, message)
         summary = "; ".join(f"{name}: {text}" for name, text in fields.items())
         raise ApiError(

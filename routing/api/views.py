@@ -43,16 +43,16 @@ from ..services import (
 )
 from .common import (
     ApiError,
+    assign_request_id,
+    assigned_request_id,
     authenticate,
     deadline_from_now,
     error_response,
     json_response,
-    new_request_id,
+    looks_like_request_id,
     read_json_object,
-    validation_error,
 )
-from .schemas import ChatCompletionRequest, CompletionRequest, parse_request
-from .serializers import ClassifyRequestSerializer
+from .schemas import ChatCompletionRequest, ClassifyRequest, CompletionRequest, parse_request
 
 logger = logging.getLogger(__name__)
 
@@ -79,21 +79,19 @@ def api_endpoint(method: str) -> Callable[[View], View]:
             try:
                 return await view(request, *args, **kwargs)
             except ApiError as error:
-                return error_response(error)
+                failure = error
             except NotAllowed as exc:
-                return error_response(
-                    ApiError(403, exc.message, code="not_allowed", param=exc.param)
-                )
+                failure = ApiError(403, exc.message, code="not_allowed", param=exc.param)
             except LimitExceeded as exc:
                 headers = {**exc.headers, "Retry-After": str(math.ceil(exc.retry_after_s))}
-                return error_response(ApiError(429, exc.message, code=exc.code, headers=headers))
+                failure = ApiError(429, exc.message, code=exc.code, headers=headers)
             except Exception:
                 logger.exception("unhandled error in %s", request.path)
-                return error_response(
-                    ApiError(
-                        500, "Internal error; the request was not completed.", code="internal_error"
-                    )
+                failure = ApiError(
+                    500, "Internal error; the request was not completed.", code="internal_error"
                 )
+            # Once the request has an id (and so an audit record), its errors name it.
+            return error_response(failure, request_id=assigned_request_id(request))
 
         return wrapper
 
@@ -173,7 +171,7 @@ async def completion_create(request: HttpRequest) -> HttpResponse:
         metadata["callback_url"] = data.callback_url
     job = CompletionJob(
         endpoint="completion",
-        request_id=new_request_id(),
+        request_id=assign_request_id(request),
         caller=caller,
         declared_caller=data.caller,
         chat=ChatRequest(
@@ -230,6 +228,9 @@ async def completion_create(request: HttpRequest) -> HttpResponse:
 async def completion_detail(request: HttpRequest, request_id: str) -> HttpResponse:
     """The current state of an earlier completion: its gate and, once reviewed, the verdict."""
     caller = await authenticate(request)
+    if not looks_like_request_id(request_id):
+        # Not an id the gateway issues (a NUL, a megabyte): never sent to the database.
+        raise ApiError(404, "No completion with this id for this agent.", code="not_found")
     data = await sync_to_async(completion_status, thread_sensitive=False)(
         request_id=request_id, agent=caller.agent
     )
@@ -253,7 +254,7 @@ def _chat_job(request: HttpRequest, caller: Caller, data: ChatCompletionRequest)
         )
     return CompletionJob(
         endpoint="chat",
-        request_id=new_request_id(),
+        request_id=assign_request_id(request),
         caller=caller,
         declared_caller=data.user,
         chat=ChatRequest(
@@ -468,15 +469,11 @@ async def models_list(request: HttpRequest) -> HttpResponse:
 async def classify_input(request: HttpRequest) -> HttpResponse:
     """The task type an input would be routed as, and where routing would start."""
     caller = await authenticate(request)
-    serializer = ClassifyRequestSerializer(data=read_json_object(request))
-    if not serializer.is_valid():
-        raise validation_error(serializer.errors)
+    data = parse_request(ClassifyRequest, read_json_object(request))
     snapshot = await current_snapshot()
-    found = await classify(snapshot, serializer.validated_data["input"])
+    found = await classify(snapshot, data.input)
     choice = router.route_choice_for(
-        snapshot,
-        task_type=found.task_type,
-        caller=serializer.validated_data.get("caller") or caller.agent,
+        snapshot, task_type=found.task_type, caller=data.caller or caller.agent
     )
     plan = router.plan_route(snapshot, choice=choice)
     return json_response(

@@ -148,9 +148,10 @@ def test_invalid_bodies_get_400_naming_the_field(gateway, reviewer_key, body, pa
 
 
 def test_malformed_json_and_wrong_method(gateway, reviewer_key):
-    """A body that is not JSON gets 400; GET gets 405; both in the gateway's error shape."""
+    """A body that is not JSON gets 400 invalid_json, as on every endpoint; GET gets 405; both in
+    the gateway's error shape."""
     item = queued_item()
     url = f"{gateway.url}/v1/reviews/{item.pk}/decision"
     headers = {"Authorization": f"Bearer {reviewer_key}", "Content-Type": "application/json"}
-    assert_error(httpx.post(url, content=b"{nope", headers=headers), 400, "parse_error")
+    assert_error(httpx.post(url, content=b"{nope", headers=headers), 400, "invalid_json")
     assert_error(httpx.get(url, headers=headers), 405, "method_not_allowed")
