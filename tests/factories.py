@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 
 import factory
+from django.utils import timezone
 
 from agents.services import api_key_create
 from providers.models import ModelDeployment, Provider
+from reviews.models import ReviewItem
+from reviews.services import review_items_create
 from routing.config import routing_config_changed
-from routing.models import TaskRoute
+from routing.models import AuditRecord, TaskRoute
 
 
 class ProviderFactory(factory.django.DjangoModelFactory[Provider]):
@@ -98,3 +102,15 @@ def sim_setup(simulator_url: str) -> SimSetup:
 
 def new_api_key(agent: str = "test-agent") -> str:
     return api_key_create(agent_name=agent)[1]
+
+
+def queued_review_item() -> int:
+    """An audit record waiting for review, as the audit writer leaves it; returns the item id."""
+    now = timezone.now()
+    row = {"request_id": f"call-{uuid.uuid4().hex}", "endpoint": "completion", "caller": "a",
+           "agent": "a", "task_type": "general", "status": "pending_review", "http_status": 200,
+           "prompt": "user: hi", "output": "?", "metadata": {}, "created_at": now,
+           "finished_at": now}  # fmt: skip
+    AuditRecord.objects.create(**row)
+    review_items_create(rows=[{**row, "review_reason": "low_confidence"}])
+    return ReviewItem.objects.get(audit_record__request_id=row["request_id"]).pk

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 import httpx
 import orjson
 import pytest
-from factories import new_api_key, sim_setup
+from factories import new_api_key, queued_review_item, sim_setup
 
 from gateway_project.api_errors import ERROR_TYPES
 
@@ -81,24 +80,6 @@ SURROGATE_BODIES = {
     "escaped": b'{"input": "a\\ud800b", "model": "fast", "messages": [{"role": "user", "content": "a\\ud800b"}], "decision": "reject", "reason": "a\\ud800b"}',
     "raw_bytes": b'{"input": "a\xed\xa0\x80b", "model": "fast", "messages": [{"role": "user", "content": "a\xed\xa0\x80b"}], "decision": "reject", "reason": "a\xed\xa0\x80b"}',
 }  # fmt: skip
-
-
-def queued_review_item() -> int:
-    """An audit record waiting for review, as the audit writer leaves it; returns the item id."""
-    from django.utils import timezone
-
-    from reviews.models import ReviewItem
-    from reviews.services import review_items_create
-    from routing.models import AuditRecord
-
-    now = timezone.now()
-    row = {"request_id": f"call-{uuid.uuid4().hex}", "endpoint": "completion", "caller": "a",
-           "agent": "a", "task_type": "general", "status": "pending_review", "http_status": 200,
-           "prompt": "user: hi", "output": "?", "metadata": {}, "created_at": now,
-           "finished_at": now}  # fmt: skip
-    AuditRecord.objects.create(**row)
-    review_items_create(rows=[{**row, "review_reason": "low_confidence"}])
-    return ReviewItem.objects.get(audit_record__request_id=row["request_id"]).pk
 
 
 @pytest.fixture
