@@ -64,7 +64,8 @@ def to_messages(items: list[Any], *, allow_null_content: bool = True) -> tuple[M
     for index, item in enumerate(items):
         if not isinstance(item, dict):
             raise PartError((index,), "must be an object with role and content")
-        role = ROLE_ALIASES.get(item.get("role"))  # type: ignore[arg-type]
+        given = item.get("role")
+        role = ROLE_ALIASES.get(given) if isinstance(given, str) else None
         if role is None:
             raise PartError((index, "role"), "must be one of system, developer, user, assistant")
         try:

@@ -16,6 +16,8 @@ ODD_BODIES: list[bytes] = [
     b'{"model": "fast", "messages": "hello"}',
     b'{"model": "fast", "messages": [null]}',
     b'{"model": "fast", "messages": [{"role": "tool", "content": "x"}]}',
+    b'{"model": "fast", "messages": [{"role": [], "content": "x"}]}',
+    b'{"model": "fast", "messages": [{"role": {"a": 1}, "content": "x"}]}',
     b'{"model": "fast", "messages": [{"role": "user", "content": [{"type": "image_url"}]}]}',
     b'{"model": "fast", "messages": [{"role": "user", "content": 42}]}',
     b'{"model": 7, "messages": [{"role": "user", "content": "x"}]}',
@@ -274,10 +276,12 @@ def test_classify_applies_the_same_type_rules(gateway, key, body, field):
         ([{"role": "user", "content": "a"}, {"role": "user"}], "messages.1.content"),
         ([{"role": "user", "content": [{"type": "image_url"}]}], "messages.0.content.0"),
         ([{"role": "tool", "content": "x"}], "messages.0.role"),
+        ([{"role": ["user"], "content": "x"}], "messages.0.role"),
     ],
 )
 def test_native_messages_need_text_content(gateway, key, messages, field):
-    """Native messages with content null (or none) are refused, naming the message's field."""
+    """Native messages with content null (or none) are refused, naming the message's field; a
+    role that is not a string is a 400 too (a list was a 500, found by the hostile run)."""
     response = send(gateway, "/v1/completion", key, {"messages": messages})
     assert assert_refused(response, 400, "invalid_field")["param"] == field
 
