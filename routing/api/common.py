@@ -1,8 +1,10 @@
-"""What every API view shares: JSON in and out, bearer-key auth, and one error format.
+"""What every API view shares: JSON in and out, bearer-key auth, request ids, and one error format.
 
 Errors always look like OpenAI's, which every SDK already parses:
 ``{"error": {"message": ..., "type": ..., "code": ..., "param": ...}}`` plus ``fields`` for
-validation errors naming each wrong field.
+validation errors naming each wrong field, and ``id`` once the request has one. The error builder
+and the body rules are the project's (gateway_project/api_errors.py, json_body.py), shared with the
+DRF endpoint; see docs/adr/0014-hostile-input.md.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The gateway's API views: thin async translations between wire formats and the pipeline.
 
 These are plain Django async views rather than DRF ``APIView`` (which is synchronous and would put
-every request through one thread); validation still uses DRF serializers.
+every request through one thread); requests are validated by the pydantic models of schemas.py.
 See docs/adr/0005-async-request-path.md.
 """
 
