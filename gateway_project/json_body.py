@@ -28,12 +28,13 @@ NUL_MESSAGE = "must not contain the NUL character (\\u0000)"
 
 def parse_json_body(raw: bytes) -> Any:
     """The body's JSON value, or an ``ApiError`` saying which rule it breaks."""
-    limit = settings.GATEWAY["MAX_BODY_BYTES"]
+    gateway = settings.GATEWAY
+    limit = gateway["MAX_BODY_BYTES"]
     if len(raw) > limit:
         raise ApiError(413, f"Request body larger than {limit} bytes.", code="body_too_large")
     if not raw:
         raise ApiError(400, "Request body is empty; send a JSON object.", code="invalid_json")
-    max_depth = settings.GATEWAY["MAX_JSON_DEPTH"]
+    max_depth = gateway["MAX_JSON_DEPTH"]
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
