@@ -121,3 +121,17 @@ def test_errors_before_an_id_carry_none(gateway, sim):
     response = post(gateway, "/v1/completion", key, {"input": 5})
     assert response.status_code == 400 and "id" not in response.json()["error"]
     assert "X-Gateway-Request-Id" not in response.headers
+
+
+def test_a_503_carries_the_request_id_of_its_audit_record(gateway, sim):
+    """No enabled model to route to: 503 with the id of the failed call's audit record."""
+    from providers.models import ModelDeployment
+    from routing.config import routing_config_changed
+
+    ModelDeployment.objects.update(enabled=False)
+    routing_config_changed()
+    key = agent_key()
+    request_id = assert_error_with_id(
+        post(gateway, "/v1/completion", key, {"input": "hi"}), 503, "no_route"
+    )
+    assert audited(gateway, request_id).http_status == 503
