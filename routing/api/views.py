@@ -51,7 +51,7 @@ from .common import (
     read_json_object,
     validation_error,
 )
-from .schemas import ChatCompletionRequest, CompletionRequest, parse_request
+from .schemas import ChatCompletionRequest, CompletionRequest, callback_url_resolves, parse_request
 from .serializers import ClassifyRequestSerializer
 
 logger = logging.getLogger(__name__)
@@ -151,6 +151,8 @@ async def completion_create(request: HttpRequest) -> HttpResponse:
     """The native completion API: ``{caller, task_type, input, language}`` → answer and audit."""
     caller = await authenticate(request)
     data = parse_request(CompletionRequest, read_json_object(request))
+    if data.callback_url:
+        await callback_url_resolves(data.callback_url)
     if not data.input and not data.messages:
         raise ApiError(
             400,
