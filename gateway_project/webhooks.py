@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -75,7 +74,7 @@ def _pinned_url(target: OutboundTarget, address: IPAddress) -> str:
 def webhook_post(
     *,
     url: str,
-    payload: Mapping[str, Any],
+    payload: dict[str, Any],
     user_agent: str,
     resolver: Resolver | None = None,
     transport: httpx.BaseTransport | None = None,

@@ -20,10 +20,12 @@ from pathlib import Path
 import httpx
 import pytest
 from django.conf import settings
+from django.utils import timezone
 from factories import sim_setup
 
 from agents.models import Agent, Budget, BudgetAlert
 from agents.services import api_key_create
+from agents.tasks import budget_alert_raise
 from gateway_project.celery import app as celery_app
 from gateway_project.webhooks import webhook_secret
 
@@ -130,10 +132,6 @@ def test_the_worker_refuses_an_internal_webhook_and_does_not_retry(gateway, aler
     """A budget whose webhook reaches the loopback receiver through a host the worker's
     allow-list does not name (written straight to the database): the worker records the alert,
     refuses the POST with the reason, sends nothing and does not try again."""
-    from django.utils import timezone
-
-    from agents.tasks import budget_alert_raise
-
     url, received = webhook
     budget = Budget.objects.create(
         scope="agent",

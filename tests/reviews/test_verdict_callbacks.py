@@ -21,10 +21,12 @@ from pathlib import Path
 import httpx
 import pytest
 from django.conf import settings
+from factories import new_api_key, sim_setup
 from review_helpers import queued_item, reviewer, worker_database_url
 
 from gateway_project.celery import app as celery_app
 from gateway_project.webhooks import webhook_secret
+from reviews import tasks
 from reviews.models import ReviewItem
 from reviews.services import CallbackRetryable, review_item_decide, review_verdict_deliver
 
@@ -189,10 +191,6 @@ def test_a_name_that_rebinds_to_loopback_is_refused_at_delivery(
     """DNS rebinding: the callback host answers a public address when the request is made (it is
     accepted over HTTP) and loopback at delivery: the delivery is refused, the loopback receiver
     gets nothing, and the callback is failed for good."""
-    from factories import new_api_key, sim_setup
-
-    from reviews import tasks
-
     monkeypatch.setitem(settings.GATEWAY, "OUTBOUND_ALLOWED_HOSTS", ())
     monkeypatch.setattr(tasks.deliver_verdict, "delay", lambda item_id: None)
     answers = {"hooks.example": [ipaddress.ip_address("93.184.215.14")]}
