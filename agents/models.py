@@ -6,6 +6,8 @@ from __future__ import annotations
 from django.core.exceptions import ValidationError
 from django.db import models
 
+from gateway_project.outbound import OutboundRefused, outbound_url_error
+
 
 class Project(models.Model):
     """A team or product a group of agents works for: budgets and spend are also kept per project."""
@@ -189,6 +191,17 @@ class Budget(models.Model):
                 errors[field] = f"A {self.get_scope_display().lower()} budget names its {field}."
             elif field not in wanted and given:
                 errors[field] = f"Leave empty for a {self.get_scope_display().lower()} budget."
+        # Delivery checks again, against the address it connects to (docs/adr/0015).
+        refusal = outbound_url_error(self.alert_webhook_url) if self.alert_webhook_url else None
+        if refusal:
+            hint = (
+                " Internal hosts must be named in GATEWAY_OUTBOUND_ALLOWED_HOSTS."
+                if isinstance(refusal, OutboundRefused) and refusal.internal
+                else ""
+            )
+            errors["alert_webhook_url"] = (
+                f"The gateway does not call this URL: it {refusal.reason}.{hint}"
+            )
         if errors:
             raise ValidationError(errors)
 

@@ -5,16 +5,15 @@ from __future__ import annotations
 import hashlib
 import logging
 import secrets
-import time
 from collections.abc import Iterable
 from datetime import date, datetime
 from decimal import Decimal
 
-import httpx
-import orjson
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
+
+from gateway_project.webhooks import webhook_post
 
 from .models import Agent, ApiKey, Budget, BudgetAlert
 
@@ -109,47 +108,30 @@ def budget_alert_payload(alert: BudgetAlert) -> dict[str, object]:
 
 def budget_alert_deliver(*, alert_id: int, final_attempt: bool) -> bool:
     """POST the alert, signed like verdict callbacks, to its webhook; True once delivered.
-    A failure raises ``AlertRetryable`` unless ``final_attempt`` (then it is recorded)."""
-    from reviews.services import (
-        SIGNATURE_HEADER,
-        TIMESTAMP_HEADER,
-        callback_signature,
-        callback_url_problem,
-    )
 
+    A failure raises ``AlertRetryable`` unless ``final_attempt`` (then it is recorded). A webhook
+    the gateway refuses to call (one leading to an internal address, checked again now: ADR
+    0015) is recorded as ``refused: ...`` and not tried again.
+    """
     alert = BudgetAlert.objects.select_related("budget").filter(pk=alert_id).first()
     if alert is None or alert.delivered_at is not None or not alert.webhook_url:
         return alert is not None and alert.delivered_at is not None
-    problem = callback_url_problem(alert.webhook_url)
-    if problem:
-        alert.delivery_error = f"refused: {problem}"
-        alert.save(update_fields=["delivery_error"])
-        return False
-    body = orjson.dumps(budget_alert_payload(alert))
-    headers = {
-        "Content-Type": "application/json",
-        "User-Agent": "llm-gateway-budget-alert",
-        SIGNATURE_HEADER: callback_signature(body),
-        TIMESTAMP_HEADER: str(int(time.time())),
-    }
-    error = ""
-    try:
-        with httpx.Client(timeout=10.0, follow_redirects=False, trust_env=False) as client:
-            response = client.post(alert.webhook_url, content=body, headers=headers)
-        if 200 <= response.status_code < 300:
-            alert.delivered_at = timezone.now()
-            alert.delivery_error = ""
-            alert.save(update_fields=["delivered_at", "delivery_error"])
-            return True
-        error = f"HTTP {response.status_code}"
-    except httpx.HTTPError as exc:
-        error = f"{type(exc).__name__}: {exc}"
-    alert.delivery_error = error[:300]
+    delivery = webhook_post(
+        url=alert.webhook_url,
+        payload=budget_alert_payload(alert),
+        user_agent="llm-gateway-budget-alert",
+    )
+    if delivery.delivered:
+        alert.delivered_at = timezone.now()
+        alert.delivery_error = ""
+        alert.save(update_fields=["delivered_at", "delivery_error"])
+        return True
+    alert.delivery_error = delivery.error[:300]
     alert.save(update_fields=["delivery_error"])
-    if final_attempt:
-        logger.warning("budget alert %s: webhook failed for good: %s", alert_id, error)
+    if delivery.outcome == "refused" or final_attempt:
+        logger.warning("budget alert %s: webhook failed for good: %s", alert_id, delivery.error)
         return False
-    raise AlertRetryable(error)
+    raise AlertRetryable(delivery.error)
 
 
 def budget_alerts_acknowledge(*, alert_ids: Iterable[int]) -> int:

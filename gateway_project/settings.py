@@ -255,6 +255,7 @@ class GatewaySettings(TypedDict):
     BUDGET_MAX_OUTPUT_TOKENS: int
     FALLBACK_PROCESSES: int
     BUDGET_ALERT_WEBHOOK_URL: str
+    OUTBOUND_ALLOWED_HOSTS: tuple[str, ...]
     HEALTH_CHECK_INTERVAL_S: float
     CLASSIFIER_MODEL: str
     EXPLORATION: bool
@@ -309,6 +310,13 @@ GATEWAY: GatewaySettings = {
     "FALLBACK_PROCESSES": env_int("GATEWAY_FALLBACK_PROCESSES", 4),
     # Where budget alerts are POSTed (signed) when a budget names no URL of its own.
     "BUDGET_ALERT_WEBHOOK_URL": os.environ.get("GATEWAY_BUDGET_ALERT_WEBHOOK_URL", ""),
+    # Hosts (names or addresses, comma-separated) that callbacks and webhooks may reach although
+    # they are internal; every other outbound URL must lead to public addresses (ADR 0015).
+    "OUTBOUND_ALLOWED_HOSTS": tuple(
+        h.strip()
+        for h in os.environ.get("GATEWAY_OUTBOUND_ALLOWED_HOSTS", "").split(",")
+        if h.strip()
+    ),
     "HEALTH_CHECK_INTERVAL_S": env_float("GATEWAY_HEALTH_CHECK_INTERVAL_S", 30.0),
     # Whether a share of routed traffic explores neighbouring tiers (tunable exploration_share).
     "EXPLORATION": env_bool("GATEWAY_EXPLORATION", True),

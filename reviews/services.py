@@ -7,19 +7,12 @@ callback is enqueued only once that transaction has committed.
 from __future__ import annotations
 
 import functools
-import hashlib
-import hmac
 import logging
 import secrets
-import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Literal, cast
-from urllib.parse import urlsplit
 
-import httpx
-import orjson
-from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.base_user import AbstractBaseUser
 from django.contrib.auth.models import Group, Permission
@@ -28,6 +21,7 @@ from django.utils import timezone
 
 from agents.models import Agent, ApiKey
 from agents.services import KEY_PREFIX, api_key_hash
+from gateway_project.webhooks import webhook_post
 
 from .models import CALLBACK_URL_MAX_LENGTH, PromptTemplate, ReviewEvent, ReviewItem
 from .selectors import review_decision_reason
@@ -49,10 +43,6 @@ _NEW_STATUS: dict[str, str] = {
     "reject": ReviewItem.Status.REJECTED,
     "correct": ReviewItem.Status.CORRECTED,
 }
-
-CALLBACK_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
-SIGNATURE_HEADER = "X-Gateway-Signature"
-TIMESTAMP_HEADER = "X-Gateway-Timestamp"
 
 
 class AlreadyDecided(Exception):
@@ -238,41 +228,6 @@ def _enqueue_verdict(item_id: int) -> None:
 # --- verdict callbacks ------------------------------------------------------------------------
 
 
-def callback_secret() -> bytes:
-    """``GATEWAY_CALLBACK_SECRET``, or (unset) a key derived from ``SECRET_KEY``."""
-    secret = str(getattr(settings, "GATEWAY_CALLBACK_SECRET", "") or "")
-    if not secret:
-        secret = hmac.new(
-            settings.SECRET_KEY.encode(), b"llm-gateway/reviews/verdict-callback", hashlib.sha256
-        ).hexdigest()
-    return secret.encode()
-
-
-def callback_signature(body: bytes) -> str:
-    """The value of ``X-Gateway-Signature`` for ``body``: ``sha256=<hex HMAC-SHA256>``."""
-    return "sha256=" + hmac.new(callback_secret(), body, hashlib.sha256).hexdigest()
-
-
-def callback_url_problem(url: str) -> str | None:
-    """Why the gateway refuses to call ``url``, or None when it is acceptable.
-
-    Only absolute http(s) URLs without credentials: the URL comes from an agent, and the
-    gateway must not be turned into a client of other protocols or carry someone's password.
-    """
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises ValueError on a malformed port
-    except ValueError:
-        return "not a valid URL"
-    if parts.scheme not in ("http", "https"):
-        return "only http and https callback URLs are allowed"
-    if parts.username is not None or parts.password is not None:
-        return "callback URLs with credentials are refused"
-    if not parts.hostname:
-        return "the callback URL has no host"
-    return None
-
-
 def verdict_payload(*, item: ReviewItem) -> dict[str, Any]:
     """The JSON an agent receives about its request once a person has decided."""
     verdict = {status: decision for decision, status in _NEW_STATUS.items()}
@@ -297,7 +252,8 @@ def review_verdict_deliver(*, item_id: int, final_attempt: bool) -> str:
 
     2xx: delivered. Anything else (another status, a timeout, a refused connection) raises
     ``CallbackRetryable`` unless ``final_attempt``, when the state becomes failed. A URL the
-    gateway refuses to call fails at once. Redirects are not followed.
+    gateway refuses to call (one leading to an internal address, checked again now: ADR 0015)
+    fails at once, without a request. Redirects are not followed.
     """
     try:
         item = ReviewItem.objects.get(pk=item_id)
@@ -308,34 +264,27 @@ def review_verdict_deliver(*, item_id: int, final_attempt: bool) -> str:
         return item.callback_state  # a duplicate message, or nothing decided yet
     if not item.callback_url:
         return item.callback_state
-    problem = callback_url_problem(item.callback_url)
-    if problem:
-        _callback_record(item, ReviewItem.CallbackState.FAILED, f"refused: {problem}")
+    delivery = webhook_post(
+        url=item.callback_url,
+        payload=verdict_payload(item=item),
+        user_agent="llm-gateway-review-callback",
+    )
+    if delivery.outcome == "refused":
+        _callback_record(item, ReviewItem.CallbackState.FAILED, delivery.error)
+        logger.warning("reviews: verdict callback of item %s %s", item_id, delivery.error)
         return item.callback_state
-    body = orjson.dumps(verdict_payload(item=item))
-    headers = {
-        "Content-Type": "application/json",
-        "User-Agent": "llm-gateway-review-callback",
-        SIGNATURE_HEADER: callback_signature(body),
-        TIMESTAMP_HEADER: str(int(time.time())),
-    }
     item.callback_attempts += 1
-    error = ""
-    try:
-        with httpx.Client(timeout=CALLBACK_TIMEOUT, follow_redirects=False, trust_env=False) as c:
-            response = c.post(item.callback_url, content=body, headers=headers)
-        if 200 <= response.status_code < 300:
-            _callback_record(item, ReviewItem.CallbackState.DELIVERED)
-            return item.callback_state
-        error = f"HTTP {response.status_code}"
-    except httpx.HTTPError as exc:
-        error = f"{type(exc).__name__}: {exc}"
-    if final_attempt:
-        _callback_record(item, ReviewItem.CallbackState.FAILED, error)
-        logger.warning("reviews: verdict callback of item %s failed for good: %s", item_id, error)
+    if delivery.delivered:
+        _callback_record(item, ReviewItem.CallbackState.DELIVERED)
         return item.callback_state
-    _callback_record(item, ReviewItem.CallbackState.PENDING, error)
-    raise CallbackRetryable(error)
+    if final_attempt:
+        _callback_record(item, ReviewItem.CallbackState.FAILED, delivery.error)
+        logger.warning(
+            "reviews: verdict callback of item %s failed for good: %s", item_id, delivery.error
+        )
+        return item.callback_state
+    _callback_record(item, ReviewItem.CallbackState.PENDING, delivery.error)
+    raise CallbackRetryable(delivery.error)
 
 
 # --- reviewers --------------------------------------------------------------------------------

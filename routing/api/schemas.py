@@ -9,11 +9,16 @@ come before (size, depth, NUL) are in gateway_project/json_body.py.
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal, TypeVar
-from urllib.parse import urlsplit
 
 from django.conf import settings
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from gateway_project.outbound import (
+    OutboundError,
+    aresolve_target,
+    outbound_target,
+    outbound_url_error,
+)
 from providers.base import Message
 
 from ..classify import valid_task_type
@@ -83,6 +88,14 @@ def check_max_tokens(value: int | None) -> int | None:
     return value
 
 
+def check_metadata(value: dict[str, Any] | None) -> dict[str, Any] | None:
+    # The review queue reads the callback URL from the audit record's metadata: only the checked
+    # callback_url field may put it there (docs/adr/0015-outbound-requests.md).
+    if value is not None and "callback_url" in value:
+        raise ValueError("must not hold callback_url: give it as the request's callback_url field")
+    return value
+
+
 class RequestModel(BaseModel):
     # Unknown fields are ignored (SDKs send many); numbers and strings are not coerced.
     model_config = ConfigDict(extra="ignore", strict=True, frozen=True)
@@ -108,6 +121,7 @@ class CompletionRequest(RequestModel):
     cache_scope: Literal["", "agent", "project"] = ""
 
     _check_max_tokens = field_validator("max_tokens")(check_max_tokens)
+    _check_metadata = field_validator("metadata")(check_metadata)
 
     @field_validator("cache_ttl")
     @classmethod
@@ -120,13 +134,10 @@ class CompletionRequest(RequestModel):
     @field_validator("callback_url")
     @classmethod
     def _callback_url(cls, value: str) -> str:
-        if not value:
-            return value
-        parts = urlsplit(value)
-        if parts.scheme not in {"http", "https"} or not parts.hostname:
-            raise ValueError("must be an http:// or https:// URL")
-        if parts.username or parts.password:
-            raise ValueError("must not carry credentials")
+        # Everything but DNS; callback_url_resolves checks the addresses (ADR 0015).
+        error = outbound_url_error(value, resolve=False) if value else None
+        if error:
+            raise ValueError(error.reason)
         return value
 
     @field_validator("messages", mode="plain")
@@ -164,6 +175,7 @@ class ChatCompletionRequest(RequestModel):
     tools: list[Any] | None = None
 
     _check_max_tokens = field_validator("max_tokens", "max_completion_tokens")(check_max_tokens)
+    _check_metadata = field_validator("metadata")(check_metadata)
 
     @field_validator("messages", mode="plain")
     @classmethod
@@ -231,4 +243,20 @@ def parse_request(model: type[M], data: dict[str, Any]) -> M:
             code="invalid_field",
             param=next(iter(fields)),
             extra={"fields": fields},
+        ) from None
+
+
+async def callback_url_resolves(url: str) -> None:
+    """The callback URL's host resolves, and only to addresses the gateway may call: else one 400
+    naming ``callback_url``. Only requests with a callback URL wait for the lookup, off the event
+    loop and briefly (docs/adr/0015-outbound-requests.md)."""
+    try:
+        await aresolve_target(outbound_target(url))
+    except OutboundError as exc:
+        raise ApiError(
+            400,
+            f"Invalid request: callback_url: {exc.reason}",
+            code="invalid_field",
+            param="callback_url",
+            extra={"fields": {"callback_url": exc.reason}},
         ) from None

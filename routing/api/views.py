@@ -52,7 +52,13 @@ from .common import (
     looks_like_request_id,
     read_json_object,
 )
-from .schemas import ChatCompletionRequest, ClassifyRequest, CompletionRequest, parse_request
+from .schemas import (
+    ChatCompletionRequest,
+    ClassifyRequest,
+    CompletionRequest,
+    callback_url_resolves,
+    parse_request,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -149,6 +155,8 @@ async def completion_create(request: HttpRequest) -> HttpResponse:
     """The native completion API: ``{caller, task_type, input, language}`` → answer and audit."""
     caller = await authenticate(request)
     data = parse_request(CompletionRequest, read_json_object(request))
+    if data.callback_url:
+        await callback_url_resolves(data.callback_url)
     if not data.input and not data.messages:
         raise ApiError(
             400,

@@ -20,12 +20,14 @@ from pathlib import Path
 import httpx
 import pytest
 from django.conf import settings
+from django.utils import timezone
 from factories import sim_setup
 
 from agents.models import Agent, Budget, BudgetAlert
 from agents.services import api_key_create
+from agents.tasks import budget_alert_raise
 from gateway_project.celery import app as celery_app
-from reviews.services import callback_secret
+from gateway_project.webhooks import webhook_secret
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -41,6 +43,8 @@ def alert_worker(gateway) -> Iterator[str]:
         **os.environ,
         "DATABASE_URL": test_database_url(),
         "GATEWAY_DATA_DIR": str(settings.DATA_DIR),
+        # The tests' webhook receivers listen on loopback: the operator's allow-list names it.
+        "GATEWAY_OUTBOUND_ALLOWED_HOSTS": "127.0.0.1",
         "LOG_LEVEL": "WARNING",
     }
     if settings.REDIS_URL:
@@ -113,7 +117,7 @@ def test_alerts_at_50_80_and_100_percent_reach_the_webhook_through_the_worker(
         time.sleep(0.1)
     payloads = []
     for headers, body in received:
-        expected = hmac.new(callback_secret(), body, hashlib.sha256).hexdigest()
+        expected = hmac.new(webhook_secret(), body, hashlib.sha256).hexdigest()
         assert headers["X-Gateway-Signature"] == f"sha256={expected}"
         payloads.append(json.loads(body))
     assert sorted(p["threshold_percent"] for p in payloads) == [50, 80, 100]
@@ -122,3 +126,30 @@ def test_alerts_at_50_80_and_100_percent_reach_the_webhook_through_the_worker(
     assert sorted(a.threshold for a in alerts) == [50, 80, 100]
     assert all(a.delivered_at is not None for a in alerts)
     assert "BUDGET ALERT: the daily agent spender budget reached 100 %" in caplog.text
+
+
+def test_the_worker_refuses_an_internal_webhook_and_does_not_retry(gateway, alert_worker, webhook):
+    """A budget whose webhook reaches the loopback receiver through a host the worker's
+    allow-list does not name (written straight to the database): the worker records the alert,
+    refuses the POST with the reason, sends nothing and does not try again."""
+    url, received = webhook
+    budget = Budget.objects.create(
+        scope="agent",
+        agent=Agent.objects.create(name="spender"),
+        limit_usd=Decimal("1"),
+        alert_webhook_url=url.replace("127.0.0.1", "localhost"),
+    )
+    budget_alert_raise.delay(budget.pk, timezone.now().strftime("%Y%m%d"), 80, 800_000_000)
+    deadline = time.monotonic() + 30
+    alert = None
+    while time.monotonic() < deadline:
+        alert = BudgetAlert.objects.filter(budget=budget).exclude(delivery_error="").first()
+        if alert is not None:
+            break
+        time.sleep(0.1)
+    assert alert is not None, "the worker recorded no refused alert"
+    assert (alert.delivery_error, alert.delivered_at) == (
+        "refused: resolves to a loopback address", None
+    )  # fmt: skip
+    time.sleep(1.5)  # a retry would come after about a second (retry_backoff)
+    assert received == []

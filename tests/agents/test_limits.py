@@ -229,16 +229,20 @@ def test_an_admin_sets_limits_and_a_budget_on_the_agent_page(gateway, sim, admin
     time.sleep(0)
 
 
-def test_a_budget_alert_is_recorded_signed_to_its_webhook_and_shown_in_the_admin(db, admin_client):
+def test_a_budget_alert_is_recorded_signed_to_its_webhook_and_shown_in_the_admin(
+    db, admin_client, monkeypatch
+):
     import hashlib
     import hmac
     import json
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+    from django.conf import settings
+
     from agents.models import BudgetAlert
     from agents.services import budget_alert_deliver, budget_alert_record
-    from reviews.services import callback_secret
+    from gateway_project.webhooks import webhook_secret
 
     received: list[tuple[dict[str, str], bytes]] = []
 
@@ -254,6 +258,8 @@ def test_a_budget_alert_is_recorded_signed_to_its_webhook_and_shown_in_the_admin
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
+    # The receiver is internal: the operator's allow-list names it (docs/adr/0015).
+    monkeypatch.setitem(settings.GATEWAY, "OUTBOUND_ALLOWED_HOSTS", ("127.0.0.1",))
     agent = Agent.objects.create(name="coder")
     budget = Budget.objects.create(
         scope="agent",
@@ -273,7 +279,7 @@ def test_a_budget_alert_is_recorded_signed_to_its_webhook_and_shown_in_the_admin
     assert budget_alert_deliver(alert_id=alert.pk, final_attempt=False)
     server.shutdown()
     ((headers, body),) = received
-    expected = hmac.new(callback_secret(), body, hashlib.sha256).hexdigest()
+    expected = hmac.new(webhook_secret(), body, hashlib.sha256).hexdigest()
     assert headers["X-Gateway-Signature"] == f"sha256={expected}"
     payload = json.loads(body)
     assert payload["threshold_percent"] == 80 and payload["budget"]["target"] == "agent coder"
