@@ -25,7 +25,7 @@ from providers.base import ChatRequest, Message, ProviderError, Usage
 
 from .. import metrics, router
 from ..cache import CacheDirectiveError, RequestCache, request_cache
-from ..classify import classify, valid_task_type
+from ..classify import valid_task_type
 from ..config import RoutingSnapshot, current_snapshot
 from ..selectors import completion_status
 from ..services import (
@@ -35,6 +35,7 @@ from ..services import (
     NotAllowed,
     UnknownModel,
     audit_completed,
+    classification_run,
     completion_run,
     completion_stream_open,
     estimate_usage,
@@ -432,7 +433,7 @@ async def _sse_events(
                 usage=await estimate_usage(job, output, usage), interrupted=True,
             )  # fmt: skip
             outcome.review_reason = ""
-        await settle(job, cost_usd=outcome.cost_usd, tokens=outcome.tokens_in + outcome.tokens_out)
+        await settle(job)
         audit_completed(job, outcome, status=status, error=error)
 
 
@@ -472,7 +473,13 @@ async def classify_input(request: HttpRequest) -> HttpResponse:
     if not serializer.is_valid():
         raise validation_error(serializer.errors)
     snapshot = await current_snapshot()
-    found = await classify(snapshot, serializer.validated_data["input"])
+    found = await classification_run(
+        request_id=new_request_id(),
+        caller=caller,
+        text=serializer.validated_data["input"],
+        declared_caller=serializer.validated_data.get("caller") or "",
+        snapshot=snapshot,
+    )
     choice = router.route_choice_for(
         snapshot,
         task_type=found.task_type,
