@@ -27,7 +27,7 @@ from .. import metrics, router
 from ..cache import CacheDirectiveError, RequestCache, request_cache
 from ..classify import valid_task_type
 from ..config import RoutingSnapshot, current_snapshot
-from ..selectors import completion_status
+from ..selectors import completion_status, review_queued
 from ..services import (
     AUTO_MODEL,
     TIER_ALIASES,
@@ -59,6 +59,9 @@ logger = logging.getLogger(__name__)
 
 # A coroutine function, as Django (and django-stubs' path()) expects of an async view.
 View = Callable[..., Coroutine[Any, Any, HttpResponseBase]]
+
+# The id to decide the review an answer was queued for with (POST /v1/reviews/{id}/decision).
+REVIEW_ID_HEADER = "X-Gateway-Review-Id"
 
 LANGUAGE_NAMES = {
     "en": "English", "de": "German", "fr": "French", "es": "Spanish", "it": "Italian",
@@ -219,6 +222,7 @@ async def completion_create(request: HttpRequest) -> HttpResponse:
             "attempts": outcome.attempts,
             "cached": job.cache.hit is not None,
             **({"cached_from": job.cache.hit_from} if job.cache.hit is not None else {}),
+            "review": review_queued(request_id=job.request_id, reason=outcome.review_reason),
         },
         headers={
             **(job.admission.headers if job.admission else {}),
@@ -320,6 +324,7 @@ async def chat_completions(request: HttpRequest) -> HttpResponseBase:
             "X-Gateway-Status": outcome.status,
             "X-Gateway-Confidence": f"{best.confidence.score:.2f}",
             **_cache_headers(job),
+            **({REVIEW_ID_HEADER: job.request_id} if outcome.review_reason else {}),
         },
     )
 
@@ -409,10 +414,11 @@ async def _sse_events(
             usage=final_usage, interrupted=False,
         )  # fmt: skip
         status = ""  # the gate's
+        review = f" x-gateway-review-id={job.request_id}" if outcome.review_reason else ""
         yield (
             f": x-gateway-status={outcome.status} "
             f"x-gateway-confidence={outcome.best.confidence.score:.2f} "
-            f"x-gateway-request-id={job.request_id}\n\n"
+            f"x-gateway-request-id={job.request_id}{review}\n\n"
         ).encode()
         yield b"data: [DONE]\n\n"
     except ProviderError as exc:
