@@ -81,7 +81,7 @@ def ask_for_second_opinions(task_type: str = "legal", model: str = "sim-large") 
     )
 
 
-def test_a_second_opinion_is_billed_audited_and_rolled_up(gateway, sim):
+def test_a_second_opinion_is_billed_audited_and_rolled_up(gateway, sim, admin_client):
     """The agreement validator's call to its partner model is in the response's cost_usd and
     tokens, in the audit record as an attempt marked second_opinion with its own tokens and cost,
     and in the rollups of the partner model: the gateway reports what the upstreams were paid."""
@@ -117,6 +117,10 @@ def test_a_second_opinion_is_billed_audited_and_rolled_up(gateway, sim):
     assert rows["sim-large"].cost_usd == Decimal(str(opinion["cost_usd"]))
     assert rows["sim-large"].tokens_out == tokens["sim-large"]["out"]
     assert sum(r.cost_usd for r in rows.values()) == stored.cost_usd
+    listed = admin_client.get("/admin/routing/auditrecord/").content.decode()
+    assert "sim-large [second opinion] ✓" in listed and "sim-medium ✓" in listed
+    detail = admin_client.get(f"/admin/routing/auditrecord/{stored.pk}/change/").content.decode()
+    assert "<td>second_opinion</td>" in detail and f"<td>{opinion['cost_usd']}</td>" in detail
 
 
 def test_a_budget_that_covers_the_answer_but_not_the_second_opinion_refuses(gateway, sim):
