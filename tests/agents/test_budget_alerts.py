@@ -46,6 +46,17 @@ def worst_case_nano(text: str) -> int:
     return prompt_bytes * 3_000 + MAX_TOKENS * 15_000
 
 
+async def upstream_calls(simulator_url: str, model: str, count: int) -> None:
+    """Wait until the simulator has received ``count`` calls of ``model``."""
+    async with httpx.AsyncClient(base_url=simulator_url) as client:
+        for _ in range(200):
+            stats = (await client.get("/_sim/stats")).json()
+            if stats["calls"].get(model, 0) >= count:
+                return
+            await asyncio.sleep(0.02)
+    raise AssertionError(f"{model} never got {count} calls")
+
+
 def test_alerts_count_settled_spend_not_reservations_in_flight(gateway, simulator, alerts):
     """Requests in flight reserve their worst case: neither a refusal for lack of room nor a
     settlement while others are in flight raises an alert their reservations would justify; 50
@@ -68,7 +79,7 @@ def test_alerts_count_settled_spend_not_reservations_in_flight(gateway, simulato
             # reservation: spend passes 50 %, reserved plus spent would be 85 %.
             big = [(await ask(client, key, "a [[sim words=3000]]")).status_code]
             slow = asyncio.ensure_future(ask(client, key, SLOW))
-            await asyncio.sleep(0.4)
+            await upstream_calls(simulator.url, "sim-large", 5)  # the slow one holds its part
             big.append((await ask(client, key, "b [[sim words=3000]]")).status_code)
             assert [a[2] for a in alerts] == [50]
             big.append((await slow).status_code)
