@@ -402,10 +402,14 @@ async def _sse_events(
             usage_chunk = {
                 **base,
                 "choices": [],
+                # Every call made for the request, as for a whole answer: the stream's, and any
+                # made before it (a classification) already on the bill.
                 "usage": {
-                    "prompt_tokens": final_usage.input_tokens,
-                    "completion_tokens": final_usage.output_tokens,
-                    "total_tokens": final_usage.input_tokens + final_usage.output_tokens,
+                    "prompt_tokens": final_usage.input_tokens + job.bill.tokens_in,
+                    "completion_tokens": final_usage.output_tokens + job.bill.tokens_out,
+                    "total_tokens": final_usage.input_tokens
+                    + final_usage.output_tokens
+                    + job.bill.tokens,
                 },
             }
             yield b"data: " + orjson.dumps(usage_chunk) + b"\n\n"

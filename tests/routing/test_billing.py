@@ -4,6 +4,7 @@ over real HTTP against the simulator (which counts what a real upstream would bi
 
 from __future__ import annotations
 
+import json
 import time
 from decimal import Decimal
 from typing import Any
@@ -230,18 +231,25 @@ def test_classification_by_a_model_is_billed_audited_and_rolled_up(gateway, clas
         json={
             "model": "auto",
             "stream": True,
+            "stream_options": {"include_usage": True},
             "messages": [{"role": "user", "content": "please look over my change"}],
         },
         headers={"Authorization": f"Bearer {key}"},
         timeout=20,
     ) as streamed:
         assert streamed.status_code == 200
-        list(streamed.iter_lines())
+        events = [line[6:] for line in streamed.iter_lines() if line.startswith("data: {")]
         request_id = streamed.headers["x-gateway-request-id"]
+    usage = next(json.loads(e)["usage"] for e in events if '"usage"' in e)
     streamed_record = record(gateway, request_id)
     assert streamed_record.attempts[0]["purpose"] == "classification"
     assert streamed_record.cost_usd == Decimal(str(streamed_record.attempts[0]["cost_usd"]))
     assert streamed_record.cost_usd > 0
+    # The stream's usage counts the classifier's tokens too, as the record does.
+    assert (usage["prompt_tokens"], usage["completion_tokens"]) == (
+        streamed_record.tokens_in,
+        streamed_record.tokens_out,
+    )
 
 
 def test_a_budget_that_cannot_cover_the_classification_refuses_before_calling(gateway, classifier):
