@@ -236,6 +236,7 @@ class BudgetAlertAdmin(_AlertAdminBase):
         "budget",
         "threshold",
         "spent_usd",
+        "reserved_usd",
         "limit_usd",
         "period_start",
         "delivered_at",

@@ -10,12 +10,15 @@ lock in the process.
   minute's weighted by how much of it still overlaps the last 60 s). A request counts 1 request
   and its estimated prompt tokens plus its ``max_tokens``; the answer's real tokens are settled
   after.
-- Budgets: a request reserves its worst-case cost (prompt bytes as tokens, since a token is at
-  least one byte, and ``max_tokens`` or ``BUDGET_MAX_OUTPUT_TOKENS`` of output, at the most
-  expensive deployment it may use) and settles the real cost after, so concurrent requests can
-  overshoot a budget by no more than the gap between one request's reservation and its real cost.
-  A budget's counter is loaded from the spend rollups when the shared state does not have it (a
-  new day, a Redis restart).
+- Budgets: a request reserves the worst-case cost of each upstream call (prompt bytes as tokens,
+  since a token is at least one byte, and ``max_tokens`` or ``BUDGET_MAX_OUTPUT_TOKENS`` of output,
+  at the price of the deployment about to be called) before making it, and settles the real cost
+  after, so concurrent requests can overshoot a budget by no more than the gap between one
+  request's reservation and its real cost. A budget's counter is loaded from the spend rollups
+  when the shared state does not have it (a new day, a Redis restart).
+- Each budget has a second counter, of its reservations not yet settled (``…:held``), moved in
+  the same atomic steps: the counter minus the held amount is the settled spend, which the 50,
+  80 and 100 % alerts are computed from.
 - Redis unreachable: the shared state falls back to the process; each process then enforces
   1/``FALLBACK_PROCESSES`` of every rate limit and of every budget's remaining amount, so the
   limits never open up.
@@ -74,43 +77,67 @@ class _Rate:
 class Admission:
     """What an admitted request holds: its budget reservation and token count, to settle.
 
-    ``reserved_nano`` is what the budgets hold for the request; ``committed_nano`` what its calls
-    so far really cost. Before each upstream call the reservation must cover what is committed
-    plus that call's worst case (``cover``).
+    ``reserved_nano`` is what the budgets hold for the request; ``committed_nano`` what its
+    finished calls really cost; ``held_nano`` the worst cases of its calls in progress (a second
+    opinion runs beside the answer). Before each upstream call the reservation is made to cover
+    all three (``reserve``).
     """
 
     caller: Caller
     budgets: list[tuple[BudgetRef, str, float]] = field(default_factory=list)  # ref, key, ttl
     reserved_nano: int = 0
     committed_nano: int = 0
+    held_nano: int = 0
     tokens_key: str = ""
     tokens_counted: int = 0
     headers: dict[str, str] = field(default_factory=dict)
     settled: bool = False
     refusal: LimitExceeded | None = None
 
-    async def cover(self, cost_usd: float) -> bool:
-        """Make the reservation cover the calls so far plus one more of at most ``cost_usd``;
-        False (and nothing more reserved, ``refusal`` set) when a budget cannot."""
+    async def reserve(self, cost_usd: float) -> bool:
+        """Hold ``cost_usd`` for one more call, reserving more from the budgets when needed;
+        False (nothing held, ``refusal`` set) when a budget cannot cover it."""
         if not self.budgets:
             return True
-        need = self.committed_nano + _nano(cost_usd)
-        if need <= self.reserved_nano:
+        if self.settled:
+            return False  # the request has ended: no call is made for it any more
+        worst = _nano(cost_usd)
+        self.held_nano += worst
+        extra = self.committed_nano + self.held_nano - self.reserved_nano
+        if extra <= 0:
             return True
-        extra = need - self.reserved_nano
+        # Claimed before the round trip, so a call of this request reserving meanwhile counts it.
+        self.reserved_nano += extra
         counters = [
-            Counter(key=key, amount=extra, limit=ref.limit_nano, ttl=ttl, strict=True)
+            Counter(
+                key=key,
+                amount=extra,
+                limit=ref.limit_nano,
+                ttl=ttl,
+                strict=True,
+                held_key=held_key(key),
+            )
             for ref, key, ttl in self.budgets
         ]
-        admission = await _admit_loading(counters, self.budgets, 0, datetime.now(UTC))
+        try:
+            admission = await _admit_loading(counters, self.budgets, 0, datetime.now(UTC))
+        except BaseException:
+            self.reserved_nano -= extra
+            self.held_nano -= worst
+            raise
         if admission.status == ADMITTED:
-            self.reserved_nano = need
             return True
+        self.reserved_nano -= extra
+        self.held_nano -= worst
         ref, key, _ = self.budgets[max(0, admission.index)]
         used = admission.used[0] if admission.used else ref.limit_nano
-        await _check_alerts([(ref, key, used)], exceeded=True)
-        self.refusal = _budget_refusal(ref, used, _nano(cost_usd))
+        await _check_alerts([(ref, key, used - admission.held, admission.held)])
+        self.refusal = _budget_refusal(ref, used, worst)
         return False
+
+    def release(self, cost_nano: int) -> None:
+        """A call held for is over (its cost, if any, is committed separately)."""
+        self.held_nano = max(0, self.held_nano - cost_nano)
 
     def commit(self, cost_usd: float) -> None:
         """Count what a finished call really cost."""
@@ -127,43 +154,60 @@ class Admission:
         deltas: list[tuple[str, int, float]] = []
         if self.tokens_key and tokens != self.tokens_counted:
             deltas.append((self.tokens_key, tokens - self.tokens_counted, 2 * WINDOW_S))
-        delta = _nano(cost_usd) - self.reserved_nano
+        cost = _nano(cost_usd)
         # A settlement that spent something is checked against the alert thresholds, even when
-        # it cost exactly what was reserved (a delta of 0 still reads the counter).
-        spent = bool(self.budgets) and bool(delta or self.reserved_nano)
+        # it cost exactly what was reserved (a delta of 0 still reads the counters).
+        spent = bool(self.budgets) and bool(cost or self.reserved_nano)
         if spent:
-            deltas += [(key, delta, ttl) for _, key, ttl in self.budgets]
+            for _, key, ttl in self.budgets:
+                deltas.append((key, cost - self.reserved_nano, ttl))
+                deltas.append((held_key(key), -self.reserved_nano, ttl))
         if not deltas:
             return
         values = await shared_state().aadjust(deltas)
         if spent:
-            budget_values = values[-len(self.budgets) :]
+            pairs = values[-2 * len(self.budgets) :]
             await _check_alerts(
                 [
-                    (ref, key, value)
-                    for (ref, key, _), value in zip(self.budgets, budget_values, strict=True)
+                    (ref, key, pairs[2 * i] - pairs[2 * i + 1], pairs[2 * i + 1])
+                    for i, (ref, key, _) in enumerate(self.budgets)
                 ]
             )
 
 
 class BudgetGuard:
-    """The router's check before calling a deployment: can the budgets cover its worst case?"""
+    """The router's check before calling a deployment: can the budgets cover its worst case?
+
+    One guard serves one walk of the router, which calls one deployment at a time: asking for the
+    next deployment releases what was held for the previous one, and ``finish`` releases the last
+    and commits what the answer really cost.
+    """
 
     def __init__(self, admission: Admission, prompt_bytes: int, max_output_tokens: int) -> None:
         self.admission = admission
         self.prompt_bytes = prompt_bytes
         self.max_output_tokens = max_output_tokens
         self.refusal: Exception | None = None
+        self.holding_nano = 0
 
     def worst_case_usd(self, deployment: Any) -> float:
         return float(deployment.cost_usd(self.prompt_bytes, self.max_output_tokens))
 
     async def __call__(self, deployment: Any) -> str | None:
+        self.admission.release(self.holding_nano)
+        self.holding_nano = 0
         worst = self.worst_case_usd(deployment)
-        if await self.admission.cover(worst):
+        if await self.admission.reserve(worst):
+            self.holding_nano = _nano(worst)
             return None
         self.refusal = self.admission.refusal
         return f"budget cannot cover a call of up to ${worst:.4f}"
+
+    def finish(self, cost_usd: float) -> None:
+        """The walk is over: release what it held, and commit what its answer cost (0: none)."""
+        self.admission.release(self.holding_nano)
+        self.holding_nano = 0
+        self.admission.commit(cost_usd)
 
 
 def usd(amount: float) -> str:
@@ -185,7 +229,9 @@ def _budget_refusal(ref: BudgetRef, used: int, amount: int) -> LimitExceeded:
 
 
 def _nano(usd: float) -> int:
-    return math.ceil(usd * NANO) if usd > 0 else 0
+    # Rounded first: $0.00041 is 410000.00000000006 nano-USD as a float, and must count 410000,
+    # so that settled spend is exactly what the audit records add up to.
+    return math.ceil(round(usd * NANO, 6)) if usd > 0 else 0
 
 
 # --- windows and keys ---------------------------------------------------------------------
@@ -229,6 +275,12 @@ def _budget_key(ref: BudgetRef, period_id: str) -> str:
     return f"budget:{ref.id}:{ref.revision}:{period_id}"
 
 
+def held_key(budget_key: str) -> str:
+    """The counter of a budget's reservations not yet settled: the budget's counter minus this
+    is its settled spend."""
+    return budget_key + ":held"
+
+
 # --- admission ----------------------------------------------------------------------------
 
 
@@ -263,7 +315,14 @@ async def admit(
         for rate in rates
     ]
     counters += [
-        Counter(key=key, amount=amount, limit=ref.limit_nano, ttl=ttl, strict=True)
+        Counter(
+            key=key,
+            amount=amount,
+            limit=ref.limit_nano,
+            ttl=ttl,
+            strict=True,
+            held_key=held_key(key),
+        )
         for ref, key, ttl in budgets
     ]
     if not rates and amount == 0:
@@ -276,7 +335,8 @@ async def admit(
         if index < len(rates):
             raise _rate_refusal(rates[index], used, counters[index].amount, rates)
         ref, key, _ = budgets[index - len(rates)]
-        await _check_alerts([(ref, key, used)], exceeded=True)
+        # Refused for what is reserved and spent; an alert says only what is spent.
+        await _check_alerts([(ref, key, used - result.held, result.held)])
         raise _budget_refusal(ref, used, amount)
     admission = Admission(caller=caller, budgets=budgets, reserved_nano=amount)
     for rate, used in zip(rates, result.used, strict=False):
@@ -334,17 +394,20 @@ def _rate_refusal(rate: _Rate, used: int, amount: int, rates: list[_Rate]) -> Li
 
 async def _load_budget(ref: BudgetRef, key: str, ttl: float, now: datetime) -> None:
     """Start a budget's counter from what the rollups say was spent in its period. While Redis is
-    down, a process starts as if the others had used all but its share of what is left."""
+    down, a process starts as if the others had reserved all but its share of what is left (held,
+    not spent: no alert fires for it)."""
     from .spend import spent_nano
 
     _, start, end = _period(ref.period, now)
     spent = await sync_to_async(spent_nano, thread_sensitive=False)(ref, start, end)
     state = shared_state()
+    others = 0
     if state.redis_url and not state.uses_redis:
         processes = max(1, settings.GATEWAY["FALLBACK_PROCESSES"])
         left = max(0, ref.limit_nano - spent)
-        spent += left - left // processes
-    await state.aadd(key, str(spent), ttl)
+        others = left - left // processes
+    if await state.aadd(key, str(spent + others), ttl) and others:
+        await state.aadjust([(held_key(key), others, ttl)])
 
 
 # --- alerts -------------------------------------------------------------------------------
@@ -352,13 +415,12 @@ async def _load_budget(ref: BudgetRef, key: str, ttl: float, now: datetime) -> N
 _alerted: set[str] = set()
 
 
-async def _check_alerts(
-    values: list[tuple[BudgetRef, str, int]], *, exceeded: bool = False
-) -> None:
+async def _check_alerts(values: list[tuple[BudgetRef, str, int, int]]) -> None:
     """Raise each budget's 50/80/100 % alert once per period, across processes (the first process
-    to claim the alert's key sends it)."""
-    for ref, key, used in values:
-        share = 100.0 if exceeded else 100.0 * used / ref.limit_nano if ref.limit_nano else 100.0
+    to claim the alert's key sends it). ``values``: per budget, its key, its settled spend and
+    its reservations in flight (nano-USD); only the settled spend counts towards a threshold."""
+    for ref, key, spent, reserved in values:
+        share = 100.0 * spent / ref.limit_nano if ref.limit_nano else 100.0
         for threshold in ALERT_THRESHOLDS:
             alert_key = f"alert:{key}:{threshold}"
             if share < threshold or alert_key in _alerted:
@@ -367,26 +429,32 @@ async def _check_alerts(
                 _alerted.clear()
             _alerted.add(alert_key)
             if await shared_state().aadd(alert_key, "1", 40 * 86400):
-                await _raise_alert(ref, key, threshold, used)
+                await _raise_alert(ref, key, threshold, spent, max(0, reserved))
 
 
-async def _raise_alert(ref: BudgetRef, key: str, threshold: int, used: int) -> None:
+async def _raise_alert(ref: BudgetRef, key: str, threshold: int, spent: int, reserved: int) -> None:
     logger.warning(
-        "BUDGET ALERT: the %s budget reached %d %% (%s of %s)",
+        "BUDGET ALERT: the %s budget reached %d %% (%s of %s spent; %s reserved by requests "
+        "in flight)",
         ref.label,
         threshold,
-        usd(used / NANO),
+        usd(spent / NANO),
         usd(ref.limit_nano / NANO),
+        usd(reserved / NANO),
     )
     period_id = key.rsplit(":", 1)[1]
-    await sync_to_async(_enqueue_alert, thread_sensitive=False)(ref.id, period_id, threshold, used)
+    await sync_to_async(_enqueue_alert, thread_sensitive=False)(
+        ref.id, period_id, threshold, spent, reserved
+    )
 
 
-def _enqueue_alert(budget_id: int, period_id: str, threshold: int, used_nano: int) -> None:
+def _enqueue_alert(
+    budget_id: int, period_id: str, threshold: int, spent_nano: int, reserved_nano: int
+) -> None:
     from .tasks import budget_alert_raise
 
     try:
-        budget_alert_raise.delay(budget_id, period_id, threshold, used_nano)
+        budget_alert_raise.delay(budget_id, period_id, threshold, spent_nano, reserved_nano)
     except Exception:
         # The log line above stands; the admin banner and webhook wait for the broker.
         logger.exception("could not enqueue the budget alert of budget %s", budget_id)

@@ -240,13 +240,21 @@ class SpendRollup(models.Model):
 
 
 class BudgetAlert(models.Model):
-    """A budget reaching 50, 80 or 100 % in one period: logged, sent to the webhook, shown in the
-    admin until acknowledged."""
+    """A budget's settled spend reaching 50, 80 or 100 % in one period: logged, sent to the
+    webhook, shown in the admin until acknowledged."""
 
     budget = models.ForeignKey(Budget, on_delete=models.CASCADE, related_name="alerts")
     period_start = models.DateField()
     threshold = models.PositiveSmallIntegerField(help_text="Percent of the limit: 50, 80 or 100.")
-    spent_usd = models.DecimalField(max_digits=16, decimal_places=8)
+    spent_usd = models.DecimalField(
+        max_digits=16, decimal_places=8, help_text="Settled spend when the threshold was reached."
+    )
+    reserved_usd = models.DecimalField(
+        max_digits=16,
+        decimal_places=8,
+        default=0,
+        help_text="Reserved besides by requests still in flight (not counted as spent).",
+    )
     limit_usd = models.DecimalField(max_digits=12, decimal_places=4)
     created_at = models.DateTimeField(auto_now_add=True)
     webhook_url = models.URLField(blank=True)

@@ -11,6 +11,7 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from gateway_project.webhooks import webhook_post
@@ -66,10 +67,11 @@ def _period_start(period_id: str) -> date:
 
 
 def budget_alert_record(
-    *, budget_id: int, period_id: str, threshold: int, used_nano: int
+    *, budget_id: int, period_id: str, threshold: int, used_nano: int, reserved_nano: int = 0
 ) -> BudgetAlert | None:
     """Record a budget's alert for one period and threshold, once; returns it (the one recorded
-    earlier for a duplicate), or None when the budget is gone."""
+    earlier for a duplicate), or None when the budget is gone. ``used_nano`` is the settled
+    spend that reached the threshold; ``reserved_nano`` what requests in flight held besides."""
     budget = Budget.objects.filter(pk=budget_id).first()
     if budget is None:
         return None
@@ -80,6 +82,7 @@ def budget_alert_record(
         threshold=threshold,
         defaults={
             "spent_usd": Decimal(used_nano) / 1_000_000_000,
+            "reserved_usd": Decimal(max(0, reserved_nano)) / 1_000_000_000,
             "limit_usd": budget.limit_usd,
             "webhook_url": webhook,
         },
@@ -101,7 +104,9 @@ def budget_alert_payload(alert: BudgetAlert) -> dict[str, object]:
         },
         "period_start": alert.period_start.isoformat(),
         "threshold_percent": alert.threshold,
+        # Settled spend (what the threshold is of), and what requests still in flight reserved.
         "spent_usd": str(alert.spent_usd),
+        "reserved_usd": str(alert.reserved_usd),
         "created_at": alert.created_at.isoformat(),
     }
 
@@ -134,7 +139,19 @@ def budget_alert_deliver(*, alert_id: int, final_attempt: bool) -> bool:
     raise AlertRetryable(delivery.error)
 
 
+@transaction.atomic
 def budget_alerts_acknowledge(*, alert_ids: Iterable[int]) -> int:
-    return BudgetAlert.objects.filter(pk__in=list(alert_ids), acknowledged_at__isnull=True).update(
-        acknowledged_at=timezone.now()
+    """Acknowledge alerts, and with each the lower thresholds of its budget and period (the
+    banner shows only the highest); returns how many were acknowledged."""
+    now = timezone.now()
+    chosen = BudgetAlert.objects.filter(pk__in=list(alert_ids))
+    superseded = Q()
+    for budget_id, period_start, threshold in chosen.values_list(
+        "budget_id", "period_start", "threshold"
+    ):
+        superseded |= Q(budget_id=budget_id, period_start=period_start, threshold__lt=threshold)
+    return (
+        BudgetAlert.objects.filter(Q(pk__in=chosen.values("pk")) | superseded)
+        .filter(acknowledged_at__isnull=True)
+        .update(acknowledged_at=now)
     )

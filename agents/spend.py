@@ -3,11 +3,16 @@
 The audit writer adds each batch of records to the rollups in the same transaction
 (``rollups_add``), with one upsert per bucket. Budgets start their counters from these rows and the
 admin reports from them; nothing on the request path reads the audit table.
+
+A request counts once, on the model that answered it; its tokens and cost are charged call by call
+to the model that served each (``row_charges``): an escalation's medium and large calls to medium
+and large, a second opinion to its model, a classification to the classifier.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -22,7 +27,55 @@ _COUNTS = ("requests", "failed", "cached", "tokens_in", "tokens_out", "cost_usd"
 _BUCKET = ("day", "agent", "api_key_prefix", "project", "model", "task_type")
 
 
-def _bucket(row: dict[str, Any]) -> tuple[Any, ...]:
+@dataclass(frozen=True, slots=True)
+class Charge:
+    """What one model (a public name) used for one request."""
+
+    model: str
+    tokens_in: int
+    tokens_out: int
+    cost_usd: Decimal
+
+
+def _count(value: Any) -> int:
+    try:
+        return max(0, int(value or 0))
+    except (TypeError, ValueError):
+        return 0
+
+
+def _usd(value: Any) -> Decimal:
+    try:
+        return max(Decimal(0), Decimal(str(value or 0)))
+    except ArithmeticError:
+        return Decimal(0)
+
+
+def row_charges(row: dict[str, Any]) -> list[Charge]:
+    """An audit row's tokens and cost, per model that served them: each attempt that carries its
+    own (``tokens_in``, ``tokens_out``, ``cost_usd``) to its model; whatever the attempts do not
+    account for (a record written before attempts carried their usage) to the row's model."""
+    charges: dict[str, list[Any]] = {}
+    for attempt in row.get("attempts") or ():
+        if not isinstance(attempt, dict) or "cost_usd" not in attempt:
+            continue
+        totals = charges.setdefault(str(attempt.get("model") or ""), [0, 0, Decimal(0)])
+        totals[0] += _count(attempt.get("tokens_in"))
+        totals[1] += _count(attempt.get("tokens_out"))
+        totals[2] += _usd(attempt.get("cost_usd"))
+    rest = [
+        _count(row.get("tokens_in")) - sum(t[0] for t in charges.values()),
+        _count(row.get("tokens_out")) - sum(t[1] for t in charges.values()),
+        _usd(row.get("cost_usd")) - sum((t[2] for t in charges.values()), Decimal(0)),
+    ]
+    if any(part > 0 for part in rest):
+        totals = charges.setdefault(str(row.get("model") or ""), [0, 0, Decimal(0)])
+        for index, part in enumerate(rest):
+            totals[index] += max(part, 0)
+    return [Charge(model, *totals) for model, totals in charges.items()]
+
+
+def _bucket(row: dict[str, Any], model: str) -> tuple[Any, ...]:
     created = row["created_at"]
     day = created.astimezone(UTC).date() if isinstance(created, datetime) else created
     return (
@@ -30,24 +83,27 @@ def _bucket(row: dict[str, Any]) -> tuple[Any, ...]:
         row.get("agent") or row.get("caller") or "",
         row.get("api_key_prefix", ""),
         row.get("project", ""),
-        row.get("model", ""),
+        model,
         row.get("task_type", ""),
     )
 
 
 def rollups_add(rows: Iterable[dict[str, Any]]) -> None:
-    """Add audit rows (as the audit writer queues them) to their rollups; call in its transaction."""
+    """Add audit rows (as the audit writer queues them) to their rollups; call in its transaction.
+    The request counts on its row's model; tokens and cost on each model that served a call."""
     totals: dict[tuple[Any, ...], list[Any]] = {}
     for row in rows:
-        counts = totals.setdefault(_bucket(row), [0, 0, 0, 0, 0, Decimal(0)])
+        counts = totals.setdefault(_bucket(row, row.get("model", "")), [0, 0, 0, 0, 0, Decimal(0)])
         metadata = row.get("metadata") or {}
         cache = metadata.get("cache") if isinstance(metadata, dict) else None
         counts[0] += 1
         counts[1] += row.get("status") == "failed"
         counts[2] += bool(isinstance(cache, dict) and cache.get("hit"))
-        counts[3] += int(row.get("tokens_in") or 0)
-        counts[4] += int(row.get("tokens_out") or 0)
-        counts[5] += Decimal(str(row.get("cost_usd") or 0))
+        for charge in row_charges(row):
+            counts = totals.setdefault(_bucket(row, charge.model), [0, 0, 0, 0, 0, Decimal(0)])
+            counts[3] += charge.tokens_in
+            counts[4] += charge.tokens_out
+            counts[5] += charge.cost_usd
     if not totals:
         return
     quote = connection.ops.quote_name

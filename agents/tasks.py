@@ -18,16 +18,22 @@ MAX_RETRIES = 8
     acks_late=True,
 )
 def budget_alert_raise(
-    self: Task[[int, str, int, int], None],
+    self: Task[[int, str, int, int, int], None],
     budget_id: int,
     period_id: str,
     threshold: int,
     used_nano: int,
+    reserved_nano: int = 0,  # absent from alerts enqueued before reservations were reported
 ) -> None:
     """Record a budget alert (shown in the admin) and POST it to its webhook; a failed POST is
-    retried with backoff (recording again is a no-op)."""
+    retried with backoff (recording again is a no-op). ``used_nano`` is the settled spend,
+    ``reserved_nano`` what requests in flight had reserved besides."""
     alert = budget_alert_record(
-        budget_id=budget_id, period_id=period_id, threshold=threshold, used_nano=used_nano
+        budget_id=budget_id,
+        period_id=period_id,
+        threshold=threshold,
+        used_nano=used_nano,
+        reserved_nano=reserved_nano,
     )
     if alert is not None and alert.webhook_url and alert.delivered_at is None:
         budget_alert_deliver(alert_id=alert.pk, final_attempt=self.request.retries >= MAX_RETRIES)

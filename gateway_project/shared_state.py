@@ -44,30 +44,35 @@ class Counter:
     previous_key: str = ""
     weight: float = 0.0
     strict: bool = False
+    # Also added to when admitted: a budget's outstanding reservations (docs/adr/0012).
+    held_key: str = ""
 
 
 @dataclass(frozen=True, slots=True)
 class Admission:
     """``status``: admitted (``used`` holds each counter's use after the addition), refused
-    (``index`` names the counter over its limit, ``used[0]`` its use) or missing (``index`` names
-    a strict counter that does not exist)."""
+    (``index`` names the counter over its limit, ``used[0]`` its use, ``held`` the value of its
+    ``held_key``) or missing (``index`` names a strict counter that does not exist)."""
 
     status: str
     index: int
     used: list[int]
+    held: int = 0
 
 
-# KEYS: per counter, its key and its previous window's key. ARGV: per counter, amount, limit,
-# weight, ttl in ms, strict (1/0). Returns {status, index, use...}: 1 admitted, 0 refused, -1 missing.
+# KEYS: per counter, its key, its previous window's key and its held key. ARGV: per counter,
+# amount, limit, weight, ttl in ms, strict (1/0), held (1/0: the held key is added to as well).
+# Returns {status, index, use...}: 1 admitted, 0 refused (then {0, index, use, held}), -1 missing.
 _ADMIT_LUA = """
-local n = #KEYS / 2
+local n = #KEYS / 3
 local used = {}
 for i = 1, n do
-  local b = (i - 1) * 5
+  local k = (i - 1) * 3
+  local b = (i - 1) * 6
   local amount = tonumber(ARGV[b + 1])
   local limit = tonumber(ARGV[b + 2])
   local weight = tonumber(ARGV[b + 3])
-  local current = redis.call('GET', KEYS[2 * i - 1])
+  local current = redis.call('GET', KEYS[k + 1])
   if current == false then
     if ARGV[b + 5] == '1' then return {-1, i - 1} end
     current = 0
@@ -75,16 +80,25 @@ for i = 1, n do
     current = tonumber(current)
   end
   if weight > 0 then
-    current = current + math.floor(tonumber(redis.call('GET', KEYS[2 * i]) or '0') * weight)
+    current = current + math.floor(tonumber(redis.call('GET', KEYS[k + 2]) or '0') * weight)
   end
-  if current + amount > limit then return {0, i - 1, current} end
+  if current + amount > limit then
+    local held = 0
+    if ARGV[b + 6] == '1' then held = tonumber(redis.call('GET', KEYS[k + 3]) or '0') end
+    return {0, i - 1, current, held}
+  end
   used[i] = current + amount
 end
 local result = {1, -1}
 for i = 1, n do
-  local b = (i - 1) * 5
-  redis.call('INCRBY', KEYS[2 * i - 1], ARGV[b + 1])
-  redis.call('PEXPIRE', KEYS[2 * i - 1], ARGV[b + 4])
+  local k = (i - 1) * 3
+  local b = (i - 1) * 6
+  redis.call('INCRBY', KEYS[k + 1], ARGV[b + 1])
+  redis.call('PEXPIRE', KEYS[k + 1], ARGV[b + 4])
+  if ARGV[b + 6] == '1' then
+    redis.call('INCRBY', KEYS[k + 3], ARGV[b + 1])
+    redis.call('PEXPIRE', KEYS[k + 3], ARGV[b + 4])
+  end
   result[i + 2] = used[i]
 end
 return result
@@ -155,10 +169,13 @@ class LocalState:
                     total += int(int(self._live(item.previous_key, now) or 0) * item.weight)
                 limit = item.limit if item.strict else max(1, item.limit // divisor)
                 if total + item.amount > limit:
-                    return Admission(status=REFUSED, index=index, used=[total])
+                    held = int(self._live(item.held_key, now) or 0) if item.held_key else 0
+                    return Admission(status=REFUSED, index=index, used=[total], held=held)
                 used.append(total + item.amount)
             for item in items:
                 self._add(item.key, item.amount, item.ttl, now)
+                if item.held_key:
+                    self._add(item.held_key, item.amount, item.ttl, now)
             return Admission(status=ADMITTED, index=-1, used=used)
 
     def adjust(self, deltas: list[tuple[str, int, float]]) -> list[int]:
@@ -388,8 +405,19 @@ class SharedState:
             return self.local.admit(items, divisor=self._fallback_divisor())
         keys, args = [], []
         for item in items:
-            keys += [KEY_PREFIX + item.key, KEY_PREFIX + (item.previous_key or item.key)]
-            args += [item.amount, item.limit, item.weight, int(item.ttl * 1000), int(item.strict)]
+            keys += [
+                KEY_PREFIX + item.key,
+                KEY_PREFIX + (item.previous_key or item.key),
+                KEY_PREFIX + (item.held_key or item.key),
+            ]
+            args += [
+                item.amount,
+                item.limit,
+                item.weight,
+                int(item.ttl * 1000),
+                int(item.strict),
+                int(bool(item.held_key)),
+            ]
         try:
             client = self._async()
             result = await client.eval(_ADMIT_LUA, len(keys), *keys, *args)
@@ -397,18 +425,22 @@ class SharedState:
             self._redis_failed(exc)
             return self.local.admit(items, divisor=self._fallback_divisor())
         code, index, *used = (int(v) for v in result)
-        status = {1: ADMITTED, 0: REFUSED, -1: MISSING}[code]
+        if code == 0:
+            return Admission(status=REFUSED, index=index, used=used[:1], held=used[1])
+        status = {1: ADMITTED, -1: MISSING}[code]
         return Admission(status=status, index=index, used=used)
 
     async def aadjust(self, deltas: list[tuple[str, int, float]]) -> list[int]:
-        """Add to counters (key, delta, ttl) and return their new values: settles a reservation."""
+        """Add to counters (key, delta, ttl) and return their new values: settles a reservation.
+        One atomic step (MULTI on Redis), so values read together are consistent: a budget's
+        counter minus its held reservations is its settled spend."""
         self._read_cache.clear()
         if not deltas:
             return []
         if not self.uses_redis:
             return self.local.adjust(deltas)
         try:
-            pipe = self._async().pipeline(transaction=False)
+            pipe = self._async().pipeline(transaction=True)
             for key, delta, ttl in deltas:
                 pipe.incrby(KEY_PREFIX + key, delta)
                 pipe.pexpire(KEY_PREFIX + key, int(ttl * 1000))

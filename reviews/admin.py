@@ -235,8 +235,8 @@ class ReviewItemAdmin(_ReviewItemAdminBase):
 
     @admin.display(description="attempts")
     def attempts_table(self, obj: ReviewItem) -> SafeString:
-        columns = ("provider", "model", "tier", "outcome", "error_class", "status_code",
-                   "latency_ms", "confidence", "detail")  # fmt: skip
+        columns = ("purpose", "provider", "model", "tier", "outcome", "error_class",
+                   "status_code", "latency_ms", "confidence", "cost_usd", "detail")  # fmt: skip
         attempts = [a for a in obj.audit_record.attempts or [] if isinstance(a, dict)]
         return html_table(
             [c.replace("_", " ") for c in columns],

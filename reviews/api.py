@@ -21,7 +21,7 @@ from gateway_project.api_errors import ApiError, error_response
 from routing.api.common import json_response
 
 from .models import ReviewItem
-from .selectors import review_decision_reason
+from .selectors import review_decision_reason, review_item_pk
 from .services import AlreadyDecided, InvalidDecision, review_item_decide
 
 
@@ -49,17 +49,32 @@ def error(
     return error_response(ApiError(http_status, message, code=code, param=param, extra=extra))
 
 
+def _not_found(review_id: str) -> str:
+    if review_id.isdigit():
+        return f"No review item {review_id}."
+    # Never echo what is not an id (it may hold anything); a request's item is written by the
+    # audit writer within a second of its answer.
+    return (
+        "No review item for this id: give the review id (the request's id) that the completion "
+        "response returned, once it said a review was queued; its item is created within a "
+        "second of the answer."
+    )
+
+
 class ReviewDecisionApi(APIView):
     """Decide one review item: ``{decision: approve|reject|correct, reason?, corrected_output?}``."""
 
     authentication_classes = [ReviewerKeyAuthentication]
     permission_classes = [HasReviewerScope]
 
-    def post(self, request: Request, item_id: int) -> HttpResponse:
+    def post(self, request: Request, review_id: str) -> HttpResponse:
         serializer = ReviewDecisionSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         assert isinstance(request.auth, ApiKey)  # HasReviewerScope let it through
+        item_id = review_item_pk(review_id=review_id)
+        if item_id is None:
+            return error(404, _not_found(review_id), code="review_not_found", param="id")
         try:
             item = review_item_decide(
                 item_id=item_id,
@@ -69,7 +84,7 @@ class ReviewDecisionApi(APIView):
                 corrected_output=data["corrected_output"],
             )
         except ReviewItem.DoesNotExist:
-            return error(404, f"No review item {item_id}.", code="review_not_found")
+            return error(404, _not_found(review_id), code="review_not_found", param="id")
         except AlreadyDecided as exc:
             return error(
                 409,

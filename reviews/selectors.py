@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from typing import Any
 
@@ -34,19 +35,42 @@ def review_decision_reason(*, item: ReviewItem) -> str:
 
 
 def verdict_for_request(*, request_id: str) -> dict[str, Any] | None:
-    """``{"review": {status, decided_at, reason, corrected_output}}`` for a request sent to
-    review, or None when it was not."""
+    """``{"review": {id, status, queue_reason, decided_at, reason, corrected_output}}`` for a
+    request sent to review, or None when it was not. ``id`` is what
+    ``POST /v1/reviews/{id}/decision`` takes: the request's id."""
     item = ReviewItem.objects.filter(audit_record__request_id=request_id).first()
     if item is None:
         return None
     return {
         "review": {
+            "id": item.request_id,
             "status": item.status,
+            "queue_reason": item.reason,
             "decided_at": item.decided_at,
             "reason": review_decision_reason(item=item) or None,
             "corrected_output": item.corrected_output or None,
         }
     }
+
+
+# A review id as the decision API takes it: the item's number, or its request's id.
+_REVIEW_ID = re.compile(r"[0-9]{1,18}|[A-Za-z0-9_-]{1,64}")
+
+
+def review_item_pk(*, review_id: str) -> int | None:
+    """The review item a decision names, by its number or by the id of its request (the id every
+    response that queued a review gives out; items are one-to-one with their audit records);
+    None when there is none."""
+    if not _REVIEW_ID.fullmatch(review_id):
+        return None
+    if review_id.isdigit():
+        return ReviewItem.objects.filter(pk=int(review_id)).values_list("pk", flat=True).first()
+    # audit_record__request_id is the FK column itself: no join.
+    return (
+        ReviewItem.objects.filter(audit_record__request_id=review_id)
+        .values_list("pk", flat=True)
+        .first()
+    )
 
 
 def examples_for(*, task_type: str, limit: int) -> list[tuple[str, str]]:

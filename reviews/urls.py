@@ -4,7 +4,8 @@ from .api import ReviewDecisionApi
 
 urlpatterns = [
     path(
-        "v1/reviews/<int:item_id>/decision",
+        # The item's number or its request's id (what completion responses give out).
+        "v1/reviews/<str:review_id>/decision",
         ReviewDecisionApi.as_view(),
         name="review-decision",
     ),

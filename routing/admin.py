@@ -88,13 +88,16 @@ class AuditRecordAdmin(_AuditRecordAdminBase):
 
     @admin.display(description="route")
     def route(self, obj: AuditRecord) -> str:
-        """The path the request took, e.g. "demo-fast ✗✗ → demo-medium ✓"."""
+        """The path the request took, e.g. "demo-fast ✗✗ → demo-medium ✓" (calls made for the
+        request besides its answer say why: "demo-large [second opinion] ✓")."""
         steps: list[str] = []
         for attempt in obj.attempts:
             mark = {"ok": "✓", "error": "✗", "skipped": "-", "quota_exhausted": "-"}.get(
                 attempt.get("outcome", ""), "!"
             )
             model = attempt.get("model", "?")
+            if attempt.get("purpose"):
+                model += f" [{str(attempt['purpose']).replace('_', ' ')}]"
             if steps and steps[-1].startswith(model + " "):
                 steps[-1] += mark
             else:
@@ -103,8 +106,10 @@ class AuditRecordAdmin(_AuditRecordAdminBase):
 
     @admin.display(description="attempts")
     def attempts_table(self, obj: AuditRecord) -> str:
-        columns = ("provider", "model", "tier", "outcome", "error_class", "status_code",
-                   "latency_ms", "detail")  # fmt: skip
+        # purpose: why a call that answered nobody was made (second_opinion, classification).
+        columns = ("purpose", "provider", "model", "tier", "outcome", "error_class",
+                   "status_code", "latency_ms", "tokens_in", "tokens_out", "cost_usd",
+                   "detail")  # fmt: skip
         header = format_html_join("", "<th>{}</th>", ((c.replace("_", " "),) for c in columns))
         rows = format_html_join(
             "",

@@ -1,19 +1,18 @@
-"""Naming the task type of an input: admin rules first, then (optionally) a cheap model."""
+"""Naming the task type of an input: admin rules first, then (optionally) a cheap model.
+
+The model is asked by the pipeline (``routing.services``), which bills the call to the request.
+"""
 
 from __future__ import annotations
 
-import logging
 import re
-import time
 from dataclasses import dataclass
 
 from django.conf import settings
 
 from providers.base import ChatRequest, Message
 
-from .config import RoutingSnapshot
-
-logger = logging.getLogger(__name__)
+from .config import Deployment, RoutingSnapshot
 
 _TASK_TYPE = re.compile(r"[a-z0-9][a-z0-9_-]{0,99}")
 
@@ -33,14 +32,19 @@ def classify_by_rules(snapshot: RoutingSnapshot, text: str) -> Classification | 
     return None
 
 
-async def classify_by_model(snapshot: RoutingSnapshot, text: str) -> Classification | None:
-    """Ask the configured classifier model to pick one of the known task types."""
-    model = settings.GATEWAY["CLASSIFIER_MODEL"]
-    known = sorted(t for t in snapshot.task_routes if t != "default")
-    if not model or not known or model not in snapshot.by_public_name:
-        return None
-    from . import router
+def _known_task_types(snapshot: RoutingSnapshot) -> list[str]:
+    return sorted(t for t in snapshot.task_routes if t != "default")
 
+
+def classifier_call(
+    snapshot: RoutingSnapshot, text: str
+) -> tuple[list[Deployment], ChatRequest] | None:
+    """The call that asks the configured classifier model to pick one of the known task types
+    (its deployments and the request), or None when no classifier model is configured."""
+    model = settings.GATEWAY["CLASSIFIER_MODEL"]
+    known = _known_task_types(snapshot)
+    if not model or not known or not snapshot.by_public_name.get(model):
+        return None
     prompt = (
         "Classify the request below into exactly one of these task types: "
         + ", ".join(known)
@@ -48,23 +52,17 @@ async def classify_by_model(snapshot: RoutingSnapshot, text: str) -> Classificat
         + text[:4000]
     )
     request = ChatRequest(messages=(Message("user", prompt),), max_tokens=10, temperature=0)
-    plan = list(snapshot.by_public_name[model])
-    try:
-        done = await router.complete(plan, request, deadline=time.monotonic() + 10)
-    except router.RoutingError as exc:
-        logger.warning("classifier model %s failed: %s", model, exc.message)
-        return None
-    answer = done.result.text.strip().lower()
-    for task_type in known:
+    return list(snapshot.by_public_name[model]), request
+
+
+def classification_from_answer(snapshot: RoutingSnapshot, answer: str) -> Classification | None:
+    """The known task type the classifier model named in its answer, if any."""
+    answer = answer.strip().lower()
+    model = settings.GATEWAY["CLASSIFIER_MODEL"]
+    for task_type in _known_task_types(snapshot):
         if re.search(rf"\b{re.escape(task_type)}\b", answer):
             return Classification(task_type, "model", f"{model} answered {answer[:40]!r}")
     return None
-
-
-async def classify(snapshot: RoutingSnapshot, text: str) -> Classification:
-    """The task type for an input that named none."""
-    found = classify_by_rules(snapshot, text) or await classify_by_model(snapshot, text)
-    return found or Classification(settings.GATEWAY["DEFAULT_TASK_TYPE"], "default")
 
 
 def valid_task_type(value: str) -> bool:

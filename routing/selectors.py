@@ -20,10 +20,22 @@ def _public(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def review_queued(*, request_id: str, reason: str) -> dict[str, Any] | None:
+    """What a response says about the review its answer was queued for (None: not queued).
+    ``id`` is what ``POST /v1/reviews/{id}/decision`` takes; the item itself is written with the
+    audit record, a moment after the response."""
+    if not reason:
+        return None
+    return {"id": request_id, "status": "pending", "queue_reason": reason}
+
+
 def completion_status(*, request_id: str, agent: str) -> dict[str, Any] | None:
     """An agent's completion with its review verdict, or None when it is not this agent's.
 
-    A record still waiting in this process's audit queue is answered from there.
+    ``status`` is the current state: the gate's until a reviewer decides, then the decision
+    (approved, rejected, corrected; ``gate_status`` keeps the gate's). ``final_output`` is what
+    to use now: the correction when there is one, nothing after a rejection. A record still
+    waiting in this process's audit queue is answered from there.
     """
     from reviews.selectors import verdict_for_request
 
@@ -32,12 +44,24 @@ def completion_status(*, request_id: str, agent: str) -> dict[str, Any] | None:
         pending = audit_writer.pending_row(request_id)
         if pending is None or pending.get("agent") != agent:
             return None
-        return {**_public(pending), "review": None, "final_output": pending.get("output", "")}
+        return {
+            **_public(pending),
+            "gate_status": pending["status"],
+            "review": review_queued(
+                request_id=request_id, reason=str(pending.get("review_reason") or "")
+            ),
+            "final_output": pending.get("output", ""),
+        }
     data = _public({f.name: getattr(record, f.name) for f in AuditRecord._meta.concrete_fields})
+    data["gate_status"] = record.status
     verdict = verdict_for_request(request_id=request_id)
     review = verdict.get("review") if verdict else None
     data["review"] = review
-    # What the agent should use now: a reviewer's correction wins over the model's output.
-    corrected = review.get("corrected_output") if review else None
-    data["final_output"] = corrected or record.output
+    data["final_output"] = record.output
+    if review is not None and review["status"] != "pending":
+        data["status"] = review["status"]
+        if review["status"] == "rejected":
+            data["final_output"] = None
+        elif review.get("corrected_output"):
+            data["final_output"] = review["corrected_output"]
     return data

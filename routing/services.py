@@ -8,6 +8,7 @@ stream, scored at its end); ``audit_completed`` queues the audit record. Views o
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -16,19 +17,28 @@ from typing import Any
 from django.conf import settings
 from django.utils import timezone
 
-from agents.limits import Admission, LimitExceeded, admit
+from agents.limits import Admission, BudgetGuard, LimitExceeded, admit
 from agents.selectors import Caller
-from learning.validators import AnswerContext, Confidence, ValidatorSetting, score_answer
+from agents.spend import row_charges
+from learning.validators import AnswerContext, Confidence, score_answer
 from providers import tokenizer
-from providers.base import ChatRequest, ChatResult, Usage
+from providers.base import ChatRequest, ChatResult, Message, Usage
 from providers.models import TIER_ORDER
 
 from . import cache as response_cache
 from . import metrics, router
 from .audit import audit_writer
+from .billing import CLASSIFICATION, SECOND_OPINION, Bill
 from .cache import RequestCache
-from .classify import Classification, classify
+from .classify import (
+    Classification,
+    classification_from_answer,
+    classifier_call,
+    classify_by_rules,
+)
 from .config import Deployment, RouteChoice, RoutingSnapshot, current_snapshot
+
+logger = logging.getLogger(__name__)
 
 TIER_ALIASES = frozenset(TIER_ORDER)
 AUTO_MODEL = "auto"
@@ -62,8 +72,14 @@ class CompletionJob:
     classification: Classification | None = None
     # What is sent upstream: the caller's messages, after the task type's prompt template.
     upstream_chat: ChatRequest | None = None
-    # The request's place in its caller's rate limits and budgets, settled when it ends.
+    # The request's place in its caller's rate limits and budgets, settled when it ends (None
+    # for a caller without limits; ``admitted`` says whether admission has happened).
     admission: Admission | None = None
+    admitted: bool = False
+    # Every upstream call made for the request, with its tokens and cost (routing/billing.py).
+    bill: Bill = field(default_factory=Bill)
+    # The deployments the agreement validator's second opinion may come from (none: no opinion).
+    second_opinion_plan: list[Deployment] = field(default_factory=list)
     # What the request asked of the response cache, and what came of it (routing/cache.py).
     cache: RequestCache = field(default_factory=RequestCache)
 
@@ -94,13 +110,18 @@ async def _plan(job: CompletionJob) -> tuple[RoutingSnapshot, list[Deployment]]:
             raise UnknownModel(model)
     else:
         model = ""
+    _check_allowed(job.caller, model=model, tier=tier, requested=job.requested_model)
     if not job.task_type:
-        job.classification = await classify(snapshot, job.last_user_text)
+        job.classification = await _classify(job, snapshot)
         job.task_type = job.classification.task_type
     prefix = snapshot.prompt_prefixes.get(job.task_type)
     if prefix:
         job.upstream_chat = replace(job.chat, messages=prefix + job.chat.messages)
-    _check_allowed(job.caller, model=model, tier=tier, requested=job.requested_model)
+    if job.caller.budgets and job.request.max_tokens is None:
+        # Capped, so the reservations of its calls are true worst cases.
+        job.upstream_chat = replace(
+            job.request, max_tokens=settings.GATEWAY["BUDGET_MAX_OUTPUT_TOKENS"]
+        )
     if await response_cache.lookup(job, snapshot, model=model, tier=tier) is not None:
         return snapshot, []  # answered from the response cache (job.cache.hit): nothing to route
     choice = router.route_choice_for(snapshot, task_type=job.task_type, caller=job.caller.agent)
@@ -153,8 +174,88 @@ def _check_allowed(caller: Caller, *, model: str, tier: str, requested: str) -> 
         )
 
 
-async def _admit(job: CompletionJob, plan: list[Deployment], *, cached: bool = False) -> None:
-    """Count the request against its caller's limits and reserve its worst-case cost."""
+async def _classify(job: CompletionJob, snapshot: RoutingSnapshot) -> Classification:
+    """The task type of a request that named none: the admin's rules, else the classifier model
+    (a call on the request's behalf, admitted and billed like its answer), else the default."""
+    text = job.last_user_text
+    found = classify_by_rules(snapshot, text)
+    if found is not None:
+        return found
+    call = classifier_call(snapshot, text)
+    if call is not None:
+        plan, request = call
+        # The request's first upstream call: it is admitted (limits, the call's worst case) now.
+        await _admit(job, worst_cost_usd=_worst_case_usd(request, plan[0]))
+        deadline = min(job.deadline, time.monotonic() + CLASSIFIER_TIMEOUT_S)
+        done = await side_call(
+            job, purpose=CLASSIFICATION, plan=plan, request=request, deadline=deadline
+        )
+        if done is not None:
+            found = classification_from_answer(snapshot, done.result.text)
+        else:
+            logger.warning("classifier model %s gave no answer", plan[0].public_name)
+    return found or Classification(settings.GATEWAY["DEFAULT_TASK_TYPE"], "default")
+
+
+CLASSIFIER_TIMEOUT_S = 10.0
+
+
+async def classification_run(
+    *,
+    request_id: str,
+    caller: Caller,
+    text: str,
+    declared_caller: str,
+    snapshot: RoutingSnapshot,
+) -> Classification:
+    """``POST /v1/classify``: the task type of ``text``. When the classifier model is asked, the
+    call is the caller's spend as in a completion: admitted against its limits and budgets,
+    billed, settled, and audited (a record of endpoint ``classify``, rolled up)."""
+    job = CompletionJob(
+        endpoint="classify",
+        request_id=request_id,
+        caller=caller,
+        declared_caller=declared_caller,
+        chat=ChatRequest(messages=(Message("user", text),)),
+        deadline=time.monotonic() + CLASSIFIER_TIMEOUT_S,
+    )
+    try:
+        job.classification = await _classify(job, snapshot)
+    except LimitExceeded as exc:
+        audit_failed(job, 429, exc.message)
+        raise
+    finally:
+        await settle(job)
+    if job.admitted:  # the classifier model was asked (a rule or the default costs nothing)
+        _audit_classified(job, job.classification)
+    return job.classification
+
+
+def _audit_classified(job: CompletionJob, found: Classification) -> None:
+    bill = job.bill
+    answered = [a for a in bill.attempts if a.get("outcome") == "ok"]
+    row = _base_row(job)
+    row.update(
+        status="approved",  # answered; a classification has no confidence gate
+        http_status=200,
+        task_type=found.task_type,
+        attempts=bill.attempts,
+        provider=answered[-1].get("provider", "") if answered else "",
+        model=answered[-1].get("model", "") if answered else "",
+        tokens_in=bill.tokens_in,
+        tokens_out=bill.tokens_out,
+        cost_usd=round(bill.cost_usd, 8),
+        output=found.task_type,
+    )
+    audit_writer.submit(row)
+    metrics.REQUESTS.labels(job.endpoint, "approved").inc()
+    _count_charges(row)
+
+
+async def _admit(job: CompletionJob, *, worst_cost_usd: float, cached: bool = False) -> None:
+    """Count the request against its caller's limits and reserve the worst case of its first
+    upstream call(s) (``worst_cost_usd``), in one atomic step."""
+    job.admitted = True
     caller = job.caller
     if cached:
         if caller.rpm_limit:
@@ -163,26 +264,17 @@ async def _admit(job: CompletionJob, plan: list[Deployment], *, cached: bool = F
     if not caller.budgets and not caller.rpm_limit and not caller.tpm_limit:
         return
     request = job.request
-    if caller.budgets and request.max_tokens is None:
-        # Capped, so the reservation below is a true worst case.
-        job.upstream_chat = replace(
-            request, max_tokens=settings.GATEWAY["BUDGET_MAX_OUTPUT_TOKENS"]
-        )
-        request = job.request
-    # The first deployment's worst case is reserved with the rate limits, in one step; the
-    # router's guard reserves more before it calls a dearer one (a fallback, an escalation).
-    first_cost = _worst_case_usd(job, plan[0]) if caller.budgets and plan else 0.0
+    # The router's guard reserves more before any further call (a fallback, an escalation).
     job.admission = await admit(
         caller,
         tokens=router.estimate_tokens(request) + (request.max_tokens or 0),
-        worst_cost_usd=first_cost,
+        worst_cost_usd=worst_cost_usd if caller.budgets else 0.0,
     )
 
 
-def _worst_case_usd(job: CompletionJob, deployment: Deployment) -> float:
+def _worst_case_usd(request: ChatRequest, deployment: Deployment) -> float:
     """The most one call can cost: the prompt's bytes as tokens (a token is at least a byte)
     and ``max_tokens`` of output."""
-    request = job.request
     max_out = request.max_tokens or settings.GATEWAY["BUDGET_MAX_OUTPUT_TOKENS"]
     return deployment.cost_usd(_prompt_bytes(request), max_out)
 
@@ -191,37 +283,141 @@ def _prompt_bytes(request: ChatRequest) -> int:
     return sum(len(m.content.encode()) + 8 for m in request.messages)
 
 
-def budget_guard(job: CompletionJob) -> router.AttemptGuard | None:
-    """The router's check of the caller's budgets before each upstream call."""
+def budget_guard(job: CompletionJob, request: ChatRequest | None = None) -> BudgetGuard | None:
+    """The router's check of the caller's budgets before each upstream call of one walk (of
+    ``request``: the job's own by default)."""
     if job.admission is None:
         return None
-    request = job.request
+    request = request or job.request
     max_out = request.max_tokens or settings.GATEWAY["BUDGET_MAX_OUTPUT_TOKENS"]
     return job.admission.guard(_prompt_bytes(request), max_out)
 
 
-async def _plan_and_admit(job: CompletionJob) -> tuple[RoutingSnapshot, list[Deployment]]:
-    """Plan the route and admit the request; a refusal is audited like any failed request."""
+def _second_opinion_plan(snapshot: RoutingSnapshot, job: CompletionJob) -> list[Deployment]:
+    """Where the agreement validator's second opinion comes from, when the task type's
+    validators want one."""
+    checks = snapshot.validators_for(job.task_type, job.caller.agent)
+    setting = next((s for s in checks if s.name == "agreement"), None)
+    model = str(setting.params.get("model", "")) if setting else ""
+    return list(snapshot.by_public_name.get(model, ()))
+
+
+async def _plan_and_admit(
+    job: CompletionJob, *, second_opinion: bool = False
+) -> tuple[RoutingSnapshot, list[Deployment]]:
+    """Plan the route and admit the request; a refusal is audited like any failed request.
+
+    Admission reserves the first deployment's worst case and, for a whole answer whose
+    validators want a second opinion, that call's too: a budget that cannot cover both refuses
+    the request before any upstream call.
+    """
     try:
         snapshot, plan = await _plan(job)
-        # A cached answer counts as a request, but costs nothing and calls no upstream.
-        await _admit(job, plan, cached=job.cache.hit is not None)
+        if second_opinion and plan:
+            job.second_opinion_plan = _second_opinion_plan(snapshot, job)
+        if not job.admitted:
+            # A cached answer counts as a request, but costs nothing and calls no upstream.
+            worst = 0.0
+            if job.caller.budgets and plan:
+                worst = _worst_case_usd(job.request, plan[0])
+                if job.second_opinion_plan:
+                    worst += _worst_case_usd(job.request, job.second_opinion_plan[0])
+            await _admit(job, worst_cost_usd=worst, cached=job.cache.hit is not None)
     except router.RoutingError as exc:
-        audit_failed(job, exc.http_status, exc.message, [a.as_dict() for a in exc.attempts])
+        job.bill.record(exc.attempts)
+        audit_failed(job, exc.http_status, exc.message)
+        await settle(job)
         raise
     except NotAllowed as exc:
-        audit_failed(job, 403, exc.message, [])
+        audit_failed(job, 403, exc.message)
+        await settle(job)
         raise
     except LimitExceeded as exc:
-        audit_failed(job, 429, exc.message, [])
+        audit_failed(job, 429, exc.message)
+        await settle(job)
         raise
+    except BaseException:
+        await settle(job)
+        raise
+    if job.cache.hit is not None:
+        # Served from the cache: what the request cost is what it called for (a classification).
+        job.cache.hit.attempts = job.bill.attempts
+        job.cache.hit.cost_usd = job.bill.cost_usd
     return snapshot, plan
 
 
-async def settle(job: CompletionJob, *, cost_usd: float, tokens: int) -> None:
-    """Replace the request's reservation by what it really cost (safe to call twice)."""
+async def settle(job: CompletionJob) -> None:
+    """Replace the request's reservation by what its bill says it cost (safe to call twice)."""
     if job.admission is not None:
-        await job.admission.settle(cost_usd=cost_usd, tokens=tokens)
+        await job.admission.settle(cost_usd=job.bill.cost_usd, tokens=job.bill.tokens)
+
+
+@dataclass(slots=True)
+class Call:
+    """One answered walk of the router, as billed."""
+
+    done: router.Completed
+    usage: Usage
+    attempts: list[dict[str, Any]]
+    cost_usd: float
+
+
+async def _billed_call(
+    job: CompletionJob,
+    plan: list[Deployment],
+    request: ChatRequest,
+    *,
+    deadline: float,
+    guard: BudgetGuard | None,
+    purpose: str = "",
+) -> Call:
+    """Walk the plan for one answer and put it on the request's bill (failed attempts too);
+    raises as ``router.complete`` does. The guard reserved before each call and is finished
+    here, with the answer's cost."""
+    cost = 0.0
+    try:
+        try:
+            done = await router.complete(plan, request, deadline=deadline, guard=guard)
+        except router.RoutingError as exc:
+            job.bill.record(exc.attempts, purpose=purpose)
+            raise
+        usage = await estimate_usage(job, done.result.text, done.result.usage, request=request)
+        attempts, cost = job.bill.charge(done.attempts, done.deployment, usage, purpose=purpose)
+        return Call(done, usage, attempts, cost)
+    finally:
+        if guard is not None:
+            guard.finish(cost)
+
+
+async def side_call(
+    job: CompletionJob,
+    *,
+    purpose: str,
+    plan: list[Deployment],
+    request: ChatRequest,
+    deadline: float,
+) -> router.Completed | None:
+    """An upstream call made on the request's behalf besides its answer (a classification, a
+    second opinion): reserved against the caller's budgets before it is made, then costed and
+    audited as attempts marked with ``purpose``. None when no deployment answered or the budget
+    could not cover one: the request goes on without it."""
+    try:
+        call = await _billed_call(
+            job, plan, request, deadline=deadline, guard=budget_guard(job, request), purpose=purpose
+        )
+    except router.RoutingError:
+        return None
+    except LimitExceeded as exc:
+        job.bill.note(
+            {"model": plan[0].public_name, "outcome": "skipped", "detail": exc.message[:300]},
+            purpose=purpose,
+        )
+        return None
+    except asyncio.CancelledError:
+        # Given up (the answer is in hand, or the deadline passed): what it used is not known.
+        job.bill.note({"model": plan[0].public_name, "outcome": "cancelled"}, purpose=purpose)
+        raise
+    return call.done
 
 
 @dataclass(slots=True)
@@ -262,91 +458,106 @@ def answer_context(job: CompletionJob, output: str, finish_reason: str, *,
     )
 
 
-def _second_opinion_task(
-    snapshot: RoutingSnapshot, job: CompletionJob, checks: tuple[ValidatorSetting, ...]
-) -> asyncio.Task[str | None] | None:
+def _second_opinion_task(job: CompletionJob) -> asyncio.Task[str | None] | None:
     """Start asking the agreement model in parallel, when the task type's validators want one."""
-    setting = next((s for s in checks if s.name == "agreement"), None)
-    model = str(setting.params.get("model", "")) if setting else ""
-    if not model or model not in snapshot.by_public_name:
+    plan = job.second_opinion_plan
+    if not plan:
         return None
 
     async def ask() -> str | None:
-        plan = list(snapshot.by_public_name[model])
-        try:
-            done = await router.complete(plan, job.request, deadline=job.deadline)
-        except router.RoutingError:
-            return None
-        return done.result.text
+        done = await side_call(
+            job, purpose=SECOND_OPINION, plan=plan, request=job.request, deadline=job.deadline
+        )
+        return done.result.text if done is not None else None
 
     return asyncio.create_task(ask())
+
+
+async def _stop(task: asyncio.Task[str | None] | None) -> None:
+    """Cancel a second opinion still running and wait until it has put itself on the bill."""
+    if task is None:
+        return
+    if not task.done():
+        task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
 
 
 async def completion_run(job: CompletionJob) -> Outcome:
     """Route a whole-answer request, score it, escalate while it is weak and allowed, and gate it.
 
     Failures are audited here; successes by ``audit_completed`` once the view has its answer.
+    Either way the reservation is settled with what the request's calls cost.
     """
-    snapshot, plan = await _plan_and_admit(job)
-    if job.cache.hit is not None:
-        return job.cache.hit
-    outcome: Outcome | None = None
+    snapshot, plan = await _plan_and_admit(job, second_opinion=True)
     try:
-        outcome = await _completion_attempts(job, snapshot, plan)
-        return outcome
+        if job.cache.hit is not None:
+            return job.cache.hit
+        return await _completion_attempts(job, snapshot, plan)
     finally:
-        if outcome is None:
-            await settle(job, cost_usd=0.0, tokens=0)
-        else:
-            await settle(
-                job, cost_usd=outcome.cost_usd, tokens=outcome.tokens_in + outcome.tokens_out
-            )
+        await settle(job)
 
 
 async def _completion_attempts(
     job: CompletionJob, snapshot: RoutingSnapshot, plan: list[Deployment]
 ) -> Outcome:
+    second = _second_opinion_task(job)
+    try:
+        best, escalations = await _answers(job, snapshot, plan, second)
+    except router.RoutingError as exc:
+        await _stop(second)
+        audit_failed(job, exc.http_status, exc.message)
+        raise router.RoutingError(
+            exc.message,
+            code=exc.code,
+            http_status=exc.http_status,
+            attempts=exc.attempts,
+            retry_after_s=exc.retry_after_s,
+        ) from exc
+    except LimitExceeded as exc:
+        # The budget could not cover any deployment: refused.
+        await _stop(second)
+        audit_failed(job, 429, exc.message)
+        raise
+    finally:
+        await _stop(second)
+    gate = snapshot.gate_for(job.task_type, job.caller.agent)
+    status = gate.status_for(best.confidence.score)
+    bill = job.bill
+    return Outcome(
+        best=best,
+        status=status,
+        attempts=bill.attempts,
+        cost_usd=bill.cost_usd,
+        tokens_in=bill.tokens_in,
+        tokens_out=bill.tokens_out,
+        escalations=escalations,
+        review_reason=gate.review_reason(status, explored="exploration" in job.metadata),
+    )
+
+
+async def _answers(
+    job: CompletionJob,
+    snapshot: RoutingSnapshot,
+    plan: list[Deployment],
+    second: asyncio.Task[str | None] | None,
+) -> tuple[Answer, int]:
+    """Ask the plan, score the answer, and ask the next tier while it is weak and the gate
+    allows; the best-scored answer and the number of escalations."""
     gate = snapshot.gate_for(job.task_type, job.caller.agent)
     checks = snapshot.validators_for(job.task_type, job.caller.agent)
-    second = _second_opinion_task(snapshot, job, checks)
-    attempts: list[dict[str, Any]] = []
     best: Answer | None = None
-    cost = 0.0
-    tokens_in = tokens_out = 0
     escalations = 0
     guard = budget_guard(job)
     while True:
         try:
-            done = await router.complete(plan, job.request, deadline=job.deadline, guard=guard)
-        except LimitExceeded as exc:
-            # The budget cannot cover any deployment left: refused, or no escalation.
+            call = await _billed_call(job, plan, job.request, deadline=job.deadline, guard=guard)
+        except (LimitExceeded, router.RoutingError):
+            # The budget cannot cover any deployment left, or none answered: with an answer in
+            # hand, the escalation found nothing better.
             if best is None:
-                if second is not None:
-                    second.cancel()
-                audit_failed(job, 429, exc.message, attempts)
                 raise
             break
-        except router.RoutingError as exc:
-            attempts.extend(a.as_dict() for a in exc.attempts)
-            if best is None:
-                if second is not None:
-                    second.cancel()
-                audit_failed(job, exc.http_status, exc.message, attempts)
-                raise router.RoutingError(
-                    exc.message,
-                    code=exc.code,
-                    http_status=exc.http_status,
-                    attempts=exc.attempts,
-                    retry_after_s=exc.retry_after_s,
-                ) from exc
-            break  # the escalation found nothing better: keep the answer we have
-        usage = await estimate_usage(job, done.result.text, done.result.usage)
-        spent = done.deployment.cost_usd(usage.input_tokens, usage.output_tokens)
-        cost += spent
-        if job.admission is not None:
-            job.admission.commit(spent)
-        tokens_in += usage.input_tokens
-        tokens_out += usage.output_tokens
+        done = call.done
         opinion = None
         if second is not None:
             try:
@@ -361,16 +572,17 @@ async def _completion_attempts(
             ),
             checks,
         )
-        step = [a.as_dict() for a in done.attempts]
-        step[-1].update(confidence=confidence.score, cost_usd=round(spent, 8))
+        call.attempts[-1]["confidence"] = confidence.score
         if escalations:
-            step[0]["escalation"] = escalations
-        attempts.extend(step)
-        answer = Answer(done.result, done.deployment, usage, confidence)
+            call.attempts[0]["escalation"] = escalations
+        answer = Answer(done.result, done.deployment, call.usage, confidence)
         if best is None or confidence.score > best.confidence.score:
             best = answer
         if not gate.may_escalate(
-            confidence=confidence.score, tier=done.deployment.tier, steps=escalations, cost_usd=cost
+            confidence=confidence.score,
+            tier=done.deployment.tier,
+            steps=escalations,
+            cost_usd=job.bill.cost_usd,
         ):
             break
         next_tier = TIER_ORDER[TIER_ORDER.index(done.deployment.tier) + 1]
@@ -381,19 +593,7 @@ async def _completion_attempts(
             break  # nothing bigger is configured: the answer in hand is the best there is
         escalations += 1
         metrics.ESCALATIONS.labels(job.task_type or "unknown", done.deployment.tier).inc()
-    if second is not None and not second.done():
-        second.cancel()
-    status = gate.status_for(best.confidence.score)
-    return Outcome(
-        best=best,
-        status=status,
-        attempts=attempts,
-        cost_usd=cost,
-        tokens_in=tokens_in,
-        tokens_out=tokens_out,
-        escalations=escalations,
-        review_reason=gate.review_reason(status, explored="exploration" in job.metadata),
-    )
+    return best, escalations
 
 
 async def completion_stream_open(job: CompletionJob) -> tuple[router.OpenStream, RoutingSnapshot]:
@@ -407,15 +607,16 @@ async def completion_stream_open(job: CompletionJob) -> tuple[router.OpenStream,
         )
         return opened, snapshot
     except router.RoutingError as exc:
-        await settle(job, cost_usd=0.0, tokens=0)
-        audit_failed(job, exc.http_status, exc.message, [a.as_dict() for a in exc.attempts])
+        job.bill.record(exc.attempts)
+        await settle(job)
+        audit_failed(job, exc.http_status, exc.message)
         raise
     except LimitExceeded as exc:
-        await settle(job, cost_usd=0.0, tokens=0)
-        audit_failed(job, 429, exc.message, [])
+        await settle(job)
+        audit_failed(job, 429, exc.message)
         raise
     except BaseException:
-        await settle(job, cost_usd=0.0, tokens=0)
+        await settle(job)
         raise
 
 
@@ -429,7 +630,8 @@ def stream_outcome(
     usage: Usage,
     interrupted: bool,
 ) -> Outcome:
-    """Score and gate a finished stream; it cannot be escalated, so low scores go to review."""
+    """Score, gate and bill a finished stream (call once); it cannot be escalated, so low scores
+    go to review."""
     if job.cache.hit is not None:
         return job.cache.hit  # a replayed cached answer keeps the gate of its source
     gate = snapshot.gate_for(job.task_type, job.caller.agent)
@@ -438,9 +640,9 @@ def stream_outcome(
         snapshot.validators_for(job.task_type, job.caller.agent),
     )
     status = gate.status_for(confidence.score)
-    cost = opened.deployment.cost_usd(usage.input_tokens, usage.output_tokens)
-    attempts = [a.as_dict() for a in opened.attempts]
-    attempts[-1].update(confidence=confidence.score, cost_usd=round(cost, 8))
+    attempts, _ = job.bill.charge(opened.attempts, opened.deployment, usage)
+    attempts[-1]["confidence"] = confidence.score
+    bill = job.bill
     return Outcome(
         best=Answer(
             ChatResult(text=output, finish_reason=finish_reason, usage=usage),
@@ -449,10 +651,10 @@ def stream_outcome(
             confidence,
         ),
         status=status,
-        attempts=attempts,
-        cost_usd=cost,
-        tokens_in=usage.input_tokens,
-        tokens_out=usage.output_tokens,
+        attempts=bill.attempts,
+        cost_usd=bill.cost_usd,
+        tokens_in=bill.tokens_in,
+        tokens_out=bill.tokens_out,
         escalations=0,
         review_reason=gate.review_reason(status, explored="exploration" in job.metadata),
     )
@@ -481,14 +683,32 @@ def _base_row(job: CompletionJob) -> dict[str, Any]:
     }
 
 
-def audit_failed(
-    job: CompletionJob, http_status: int, error: str, attempts: list[dict[str, Any]]
-) -> None:
-    """Queue the record of a request that got no answer."""
+def audit_failed(job: CompletionJob, http_status: int, error: str) -> None:
+    """Queue the record of a request that got no answer (with every call it made: a
+    classification or a second opinion may have cost something)."""
+    bill = job.bill
     row = _base_row(job)
-    row.update(status="failed", http_status=http_status, error=error[:500], attempts=attempts)
+    row.update(
+        status="failed",
+        http_status=http_status,
+        error=error[:500],
+        attempts=bill.attempts,
+        tokens_in=bill.tokens_in,
+        tokens_out=bill.tokens_out,
+        cost_usd=round(bill.cost_usd, 8),
+    )
     audit_writer.submit(row)
     metrics.REQUESTS.labels(job.endpoint, "failed").inc()
+    _count_charges(row)
+
+
+def _count_charges(row: dict[str, Any]) -> None:
+    """Tokens and cost metrics, each call's charged to the model that served it."""
+    for charge in row_charges(row):
+        metrics.TOKENS.labels(charge.model, "in").inc(charge.tokens_in)
+        metrics.TOKENS.labels(charge.model, "out").inc(charge.tokens_out)
+        if charge.cost_usd:
+            metrics.COST.labels(charge.model).inc(float(charge.cost_usd))
 
 
 def audit_completed(
@@ -518,19 +738,20 @@ def audit_completed(
         row["review_reason"] = outcome.review_reason
     # A hit's record is marked as one; an approved answer is cached (after the response).
     response_cache.completed(job, outcome, status, row)
+    if job.cache.hit is not None:
+        # A cached answer took no model's tokens: the record has only what its own calls used.
+        row.update(tokens_in=job.bill.tokens_in, tokens_out=job.bill.tokens_out)
     audit_writer.submit(row)
-    model = best.deployment.public_name
     metrics.REQUESTS.labels(job.endpoint, status).inc()
     metrics.GATE_STATUS.labels(status).inc()
-    if job.cache.hit is None:  # a cached answer took no model's tokens
-        metrics.TOKENS.labels(model, "in").inc(outcome.tokens_in)
-        metrics.TOKENS.labels(model, "out").inc(outcome.tokens_out)
-    if outcome.cost_usd:
-        metrics.COST.labels(model).inc(outcome.cost_usd)
+    _count_charges(row)
 
 
-async def estimate_usage(job: CompletionJob, output: str, usage: Usage | None) -> Usage:
-    """Provider-reported usage, with any part it left out counted by the tokenizer.
+async def estimate_usage(
+    job: CompletionJob, output: str, usage: Usage | None, *, request: ChatRequest | None = None
+) -> Usage:
+    """Provider-reported usage of a call of the request (of ``request``, when it is not the
+    caller's own: a classification), with any part it left out counted by the tokenizer.
 
     A prompt is never zero tokens, so a zero there means "not reported"; a zero for a non-empty
     output too. What was counted is noted in the audit metadata (``usage_estimated``).
@@ -541,7 +762,8 @@ async def estimate_usage(job: CompletionJob, output: str, usage: Usage | None) -
     if not missing_input and not missing_output:
         return reported
     counter = await tokenizer.async_counter()
-    contents = [m.content for m in job.chat.messages]
+    messages: tuple[Message, ...] = (request or job.chat).messages
+    contents = [m.content for m in messages]
 
     def count() -> Usage:
         return Usage(

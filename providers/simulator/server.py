@@ -1027,6 +1027,9 @@ class Simulator:
         self.calls: Counter[str] = Counter()
         self.wrong: Counter[str] = Counter()  # plausibly wrong answers served, per model
         self.rate_limited: Counter[str] = Counter()  # 429 answers, per model
+        # Tokens of the answers served, per model: what a real upstream would bill.
+        self.tokens_in: Counter[str] = Counter()
+        self.tokens_out: Counter[str] = Counter()
         # Per model: the knobs its budgets were made for, and its "requests"/"tokens" budgets.
         self.budgets: dict[str, tuple[tuple[object, ...], dict[str, Budget]]] = {}
         self.by_protocol: dict[str, int] = dict.fromkeys(PROTOCOLS, 0)
@@ -1084,13 +1087,17 @@ class Simulator:
         return status
 
     def stats(self) -> dict[str, object]:
-        """Calls per model and per protocol, wrong answers and 429 answers per model, since start
-        or the last reset."""
+        """Calls per model and per protocol, wrong answers, 429 answers and the tokens of the
+        answers served per model, since start or the last reset."""
         return {
             "calls": dict(self.calls),
             "by_protocol": dict(self.by_protocol),
             "wrong": dict(self.wrong),
             "rate_limited": dict(self.rate_limited),
+            "tokens": {
+                model: {"in": self.tokens_in[model], "out": self.tokens_out[model]}
+                for model in self.tokens_in
+            },
         }
 
     def budgets_for(self, model: str, knobs: Knobs, now: float) -> dict[str, Budget]:
@@ -1172,6 +1179,8 @@ class Simulator:
             return dialect.error(status, retry_after=knobs.retry_after)
 
         done = self._complete(dialect, chat, messages, knobs)
+        self.tokens_in[model] += done.input_tokens
+        self.tokens_out[model] += done.output_tokens
         headers: dict[str, str] | None = None
         if budgets:
             if "requests" in budgets:

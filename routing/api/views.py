@@ -25,9 +25,9 @@ from providers.base import ChatRequest, Message, ProviderError, Usage
 
 from .. import metrics, router
 from ..cache import CacheDirectiveError, RequestCache, request_cache
-from ..classify import classify, valid_task_type
+from ..classify import valid_task_type
 from ..config import RoutingSnapshot, current_snapshot
-from ..selectors import completion_status
+from ..selectors import completion_status, review_queued
 from ..services import (
     AUTO_MODEL,
     TIER_ALIASES,
@@ -35,6 +35,7 @@ from ..services import (
     NotAllowed,
     UnknownModel,
     audit_completed,
+    classification_run,
     completion_run,
     completion_stream_open,
     estimate_usage,
@@ -64,6 +65,9 @@ logger = logging.getLogger(__name__)
 
 # A coroutine function, as Django (and django-stubs' path()) expects of an async view.
 View = Callable[..., Coroutine[Any, Any, HttpResponseBase]]
+
+# The id to decide the review an answer was queued for with (POST /v1/reviews/{id}/decision).
+REVIEW_ID_HEADER = "X-Gateway-Review-Id"
 
 LANGUAGE_NAMES = {
     "en": "English", "de": "German", "fr": "French", "es": "Spanish", "it": "Italian",
@@ -224,6 +228,7 @@ async def completion_create(request: HttpRequest) -> HttpResponse:
             "attempts": outcome.attempts,
             "cached": job.cache.hit is not None,
             **({"cached_from": job.cache.hit_from} if job.cache.hit is not None else {}),
+            "review": review_queued(request_id=job.request_id, reason=outcome.review_reason),
         },
         headers={
             **(job.admission.headers if job.admission else {}),
@@ -328,6 +333,7 @@ async def chat_completions(request: HttpRequest) -> HttpResponseBase:
             "X-Gateway-Status": outcome.status,
             "X-Gateway-Confidence": f"{best.confidence.score:.2f}",
             **_cache_headers(job),
+            **({REVIEW_ID_HEADER: job.request_id} if outcome.review_reason else {}),
         },
     )
 
@@ -405,10 +411,14 @@ async def _sse_events(
             usage_chunk = {
                 **base,
                 "choices": [],
+                # Every call made for the request, as for a whole answer: the stream's, and any
+                # made before it (a classification) already on the bill.
                 "usage": {
-                    "prompt_tokens": final_usage.input_tokens,
-                    "completion_tokens": final_usage.output_tokens,
-                    "total_tokens": final_usage.input_tokens + final_usage.output_tokens,
+                    "prompt_tokens": final_usage.input_tokens + job.bill.tokens_in,
+                    "completion_tokens": final_usage.output_tokens + job.bill.tokens_out,
+                    "total_tokens": final_usage.input_tokens
+                    + final_usage.output_tokens
+                    + job.bill.tokens,
                 },
             }
             yield b"data: " + orjson.dumps(usage_chunk) + b"\n\n"
@@ -417,10 +427,11 @@ async def _sse_events(
             usage=final_usage, interrupted=False,
         )  # fmt: skip
         status = ""  # the gate's
+        review = f" x-gateway-review-id={job.request_id}" if outcome.review_reason else ""
         yield (
             f": x-gateway-status={outcome.status} "
             f"x-gateway-confidence={outcome.best.confidence.score:.2f} "
-            f"x-gateway-request-id={job.request_id}\n\n"
+            f"x-gateway-request-id={job.request_id}{review}\n\n"
         ).encode()
         yield b"data: [DONE]\n\n"
     except ProviderError as exc:
@@ -441,7 +452,7 @@ async def _sse_events(
                 usage=await estimate_usage(job, output, usage), interrupted=True,
             )  # fmt: skip
             outcome.review_reason = ""
-        await settle(job, cost_usd=outcome.cost_usd, tokens=outcome.tokens_in + outcome.tokens_out)
+        await settle(job)
         audit_completed(job, outcome, status=status, error=error)
 
 
@@ -479,7 +490,13 @@ async def classify_input(request: HttpRequest) -> HttpResponse:
     caller = await authenticate(request)
     data = parse_request(ClassifyRequest, read_json_object(request))
     snapshot = await current_snapshot()
-    found = await classify(snapshot, data.input)
+    found = await classification_run(
+        request_id=assign_request_id(request),
+        caller=caller,
+        text=data.input,
+        declared_caller=data.caller,
+        snapshot=snapshot,
+    )
     choice = router.route_choice_for(
         snapshot, task_type=found.task_type, caller=data.caller or caller.agent
     )

@@ -28,6 +28,7 @@ from agents.services import api_key_create
 from agents.tasks import budget_alert_raise
 from gateway_project.celery import app as celery_app
 from gateway_project.webhooks import webhook_secret
+from routing.models import AuditRecord
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -94,24 +95,29 @@ def webhook() -> Iterator[tuple[str, list[tuple[dict[str, str], bytes]]]]:
 def test_alerts_at_50_80_and_100_percent_reach_the_webhook_through_the_worker(
     gateway, simulator, alert_worker, webhook, caplog
 ):
+    """Spend passing 50 and 80 % and reaching 100 % (the limit lowered below it) gives three
+    signed webhook posts and three alert records, each with the settled spend and reservations."""
     url, received = webhook
     sim_setup(simulator.url)
     simulator.configure("sim-medium", words=400)
     agent = Agent.objects.create(name="spender")
     key = api_key_create(agent_name="spender")[1]
     budget = Budget.objects.create(
-        scope="agent", agent=agent, limit_usd=Decimal("0.0012"), alert_webhook_url=url
+        scope="agent", agent=agent, limit_usd=Decimal("0.0014"), alert_webhook_url=url
     )
-    statuses = [
-        httpx.post(
+
+    def ask(i: int) -> int:
+        return httpx.post(
             f"{gateway.url}/v1/completion",
             json={"input": f"Explain queues {i}", "model": "medium", "max_tokens": 200},
             headers={"Authorization": f"Bearer {key}"},
             timeout=20,
         ).status_code
-        for i in range(4)
-    ]
-    assert statuses[:2] == [200, 200] and statuses[-1] == 429
+
+    assert [ask(i) for i in range(4)] == [200, 200, 200, 429]
+    budget.limit_usd = Decimal("0.0012")
+    budget.save()
+    assert ask(4) == 429
     deadline = time.monotonic() + 45
     while len(received) < 3 and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -122,9 +128,14 @@ def test_alerts_at_50_80_and_100_percent_reach_the_webhook_through_the_worker(
         payloads.append(json.loads(body))
     assert sorted(p["threshold_percent"] for p in payloads) == [50, 80, 100]
     assert {p["budget"]["id"] for p in payloads} == {budget.pk}
+    gateway.flush_audit()
+    spent = sum(r.cost_usd for r in AuditRecord.objects.filter(agent="spender"))
+    last = next(p for p in payloads if p["threshold_percent"] == 100)
+    assert Decimal(last["spent_usd"]) == spent and Decimal(last["reserved_usd"]) == 0
     alerts = BudgetAlert.objects.filter(budget=budget)
     assert sorted(a.threshold for a in alerts) == [50, 80, 100]
     assert all(a.delivered_at is not None for a in alerts)
+    assert all(a.spent_usd >= a.threshold * a.limit_usd / 100 for a in alerts)
     assert "BUDGET ALERT: the daily agent spender budget reached 100 %" in caplog.text
 
 

@@ -184,20 +184,32 @@ def test_spend_rollups_match_the_audit_records(gateway, sim):
         assert row.tokens_out == sum(r.tokens_out for r in records)
 
 
-def test_budget_alerts_fire_once_per_threshold(gateway, sim, monkeypatch):
+def test_budget_alerts_fire_once_per_threshold_of_settled_spend(gateway, sim, monkeypatch):
+    """50 and 80 % fire once each as the spend passes them; a refusal because the next worst
+    case does not fit is no 100 % alert; spend at the limit (here: the limit lowered below it)
+    is."""
     from agents import limits
 
-    sent: list[tuple[int, str, int, int]] = []
+    sent: list[tuple[int, str, int, int, int]] = []
     monkeypatch.setattr(limits, "_enqueue_alert", lambda *args: sent.append(args))
     agent, key = agent_key()
     budget = Budget.objects.create(
-        scope="agent", agent=agent, period="day", limit_usd=Decimal("0.0012")
+        scope="agent", agent=agent, period="day", limit_usd=Decimal("0.0014")
     )
-    sim.configure("sim-medium", words=400)
-    for _ in range(4):
-        ask(gateway, key, model="medium", max_tokens=200)
-    thresholds = [threshold for budget_id, _, threshold, _ in sent if budget_id == budget.pk]
+    sim.configure("sim-medium", words=400)  # cut at max_tokens: each costs about $0.00045
+    statuses = [ask(gateway, key, model="medium", max_tokens=200).status_code for _ in range(5)]
+    assert statuses == [200, 200, 200, 429, 429]
+    thresholds = [threshold for budget_id, _, threshold, _, _ in sent if budget_id == budget.pk]
+    assert thresholds == [50, 80]
+    budget.limit_usd = Decimal("0.0012")
+    budget.save()
+    assert ask(gateway, key, model="medium", max_tokens=200).status_code == 429
+    thresholds = [threshold for budget_id, _, threshold, _, _ in sent if budget_id == budget.pk]
     assert thresholds == [50, 80, 100]
+    flushed(gateway)
+    spent = sum(r.cost_usd for r in AuditRecord.objects.filter(agent="coder"))
+    assert sent[-1][3] == int(spent * 1_000_000_000)  # the settled spend, nothing reserved
+    assert sent[-1][4] == 0
 
 
 def test_an_admin_sets_limits_and_a_budget_on_the_agent_page(gateway, sim, admin_client):
@@ -285,7 +297,7 @@ def test_a_budget_alert_is_recorded_signed_to_its_webhook_and_shown_in_the_admin
     assert payload["threshold_percent"] == 80 and payload["budget"]["target"] == "agent coder"
     page = admin_client.get("/admin/")
     assert "Budget alert: the daily budget of agent coder reached 80 %" in page.content.decode()
-    assert "($1.60 of $2.00 since" in page.content.decode()
+    assert "($1.60 of $2.00 spent since" in page.content.decode()
     admin_client.post(
         "/admin/agents/budgetalert/",
         {"action": "acknowledge", "_selected_action": [alert.pk]},

@@ -922,12 +922,16 @@ async def test_control_api_and_stats(client: httpx.AsyncClient) -> None:
     assert [m["id"] for m in models["data"]] == ["gemini-2.0-flash", "m"]
 
     stats = (await client.get("/_sim/stats")).json()
+    tokens = stats.pop("tokens")
     assert stats == {
         "calls": {"m": 3, "gemini-2.0-flash": 1},
         "by_protocol": {"openai": 2, "ollama": 1, "anthropic": 0, "gemini": 1},
         "wrong": {},
         "rate_limited": {},
     }
+    # What a real upstream would bill: the tokens of every answer served, per model.
+    assert set(tokens) == {"m", "gemini-2.0-flash"}
+    assert all(t["in"] > 0 and t["out"] > 0 for t in tokens.values())
 
     deleted = await client.delete("/_sim/models/m")
     assert deleted.json() == {"model": "m", "deleted": True}

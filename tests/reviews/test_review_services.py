@@ -195,7 +195,9 @@ def test_verdict_for_request():
     pending = verdict_for_request(request_id=item.request_id)
     assert pending == {
         "review": {
+            "id": item.request_id,  # what the decision API takes
             "status": "pending",
+            "queue_reason": "low_confidence",
             "decided_at": None,
             "reason": None,
             "corrected_output": None,
