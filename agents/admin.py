@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from django import forms
@@ -41,7 +42,19 @@ class ApiKeyInline(_ApiKeyInlineBase):
         return False
 
 
-class AgentBudgetForm(_BudgetFormBase):
+class BudgetForm(_BudgetFormBase):
+    """A budget as an admin edits it. A negative limit is refused here, as a form error on the
+    field: left to the database, it would surface as "Constraint budget_limit_not_negative is
+    violated"."""
+
+    def clean_limit_usd(self) -> Decimal | None:
+        limit: Decimal | None = self.cleaned_data.get("limit_usd")
+        if limit is not None and limit < 0:
+            raise forms.ValidationError("A budget cannot be negative: enter 0 or more (USD).")
+        return limit
+
+
+class AgentBudgetForm(BudgetForm):
     class Meta:
         model = Budget
         fields = ("period", "limit_usd", "alert_webhook_url", "is_active")
@@ -152,6 +165,7 @@ class ApiKeyAdmin(_ApiKeyAdminBase):
 class BudgetAdmin(_BudgetAdminBase):
     """Caps in USD per day or month: of everything, a project, an agent or one key."""
 
+    form = BudgetForm
     list_display = ("target", "period", "limit_usd", "spent_this_period", "is_active", "updated_at")
     list_filter = ("scope", "period", "is_active")
     fields = (

@@ -257,6 +257,7 @@ class GatewaySettings(TypedDict):
     BUDGET_ALERT_WEBHOOK_URL: str
     OUTBOUND_ALLOWED_HOSTS: tuple[str, ...]
     HEALTH_CHECK_INTERVAL_S: float
+    HEALTH_DOWN_AFTER_FAILED_CHECKS: int
     CLASSIFIER_MODEL: str
     EXPLORATION: bool
     DEFAULT_TASK_TYPE: str
@@ -318,6 +319,9 @@ GATEWAY: GatewaySettings = {
         if h.strip()
     ),
     "HEALTH_CHECK_INTERVAL_S": env_float("GATEWAY_HEALTH_CHECK_INTERVAL_S", 30.0),
+    # Routing skips a provider after this many failed health checks in a row; a real success
+    # clears the mark (docs/adr/0002-cost-first-tiers.md).
+    "HEALTH_DOWN_AFTER_FAILED_CHECKS": env_int("GATEWAY_HEALTH_DOWN_AFTER_FAILED_CHECKS", 3),
     # Whether a share of routed traffic explores neighbouring tiers (tunable exploration_share).
     "EXPLORATION": env_bool("GATEWAY_EXPLORATION", True),
     # Public model name of a cheap model that classifies inputs no rule matched (optional).

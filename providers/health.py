@@ -2,6 +2,11 @@
 
 Each gateway process runs :func:`health_loop`; with Redis, one process per interval does the
 probing (a claim key) and all of them read the results from the shared state.
+
+Checks inform routing without locking it (docs/adr/0002-cost-first-tiers.md): the shared state
+counts each provider's failed checks in a row, and routing skips the provider only from
+``HEALTH_DOWN_AFTER_FAILED_CHECKS`` of them on. A passed check or a successful real call clears
+the count, and a request whose every candidate is down by health checks alone tries them anyway.
 """
 
 from __future__ import annotations
@@ -24,14 +29,38 @@ logger = logging.getLogger(__name__)
 
 
 def health_key(provider_id: int) -> str:
+    """The last check's report of a provider (JSON), for ``/health`` and the admin."""
     return f"health:p:{provider_id}"
+
+
+def failed_checks_key(provider_id: int) -> str:
+    """How many health checks of a provider failed in a row (absent: none)."""
+    return f"health:fails:p:{provider_id}"
+
+
+def failed_checks_count(value: str | None) -> int:
+    """The count stored under ``failed_checks_key`` (0 when absent or unreadable)."""
+    try:
+        return int(value or 0)
+    except ValueError:
+        return 0
+
+
+def down_by_health_checks(failed_checks: int) -> bool:
+    """Whether that many failed checks in a row mark a provider down for routing."""
+    return failed_checks >= max(1, settings.GATEWAY["HEALTH_DOWN_AFTER_FAILED_CHECKS"])
+
+
+def _failed_checks_ttl() -> float:
+    """Long enough to outlive the gap to the next check (a slow probe included); if checks stop,
+    a stale count still expires."""
+    return 2 * settings.GATEWAY["HEALTH_CHECK_INTERVAL_S"] + 10
 
 
 async def probe_providers() -> dict[str, dict[str, Any]]:
     """Probe every provider that serves an enabled deployment; store and return the results."""
     from routing.clients import adapter_for_deployment
     from routing.config import current_snapshot
-    from routing.router import provider_down_key
 
     snapshot = await current_snapshot()
     interval = settings.GATEWAY["HEALTH_CHECK_INTERVAL_S"]
@@ -59,14 +88,27 @@ async def probe_providers() -> dict[str, dict[str, Any]]:
         }
 
     results = await asyncio.gather(*(probe_one(d) for d in first_per_provider.values()))
+    if not results:
+        return {}
     state = shared_state()
+    previous = await state.aget_many([failed_checks_key(p) for p, _ in results])
     report = {}
-    for provider_id, status in results:
-        await state.aset(health_key(provider_id), orjson.dumps(status).decode(), interval * 3)
+    for (provider_id, status), before in zip(results, previous, strict=True):
         if status["status"] == "down":
-            await state.aset(provider_down_key(provider_id), "1", interval + 5)
-        else:
-            await state.adelete(provider_down_key(provider_id))
+            failed = failed_checks_count(before) + 1
+            status["failed_checks"] = failed
+            await state.aset(failed_checks_key(provider_id), str(failed), _failed_checks_ttl())
+            if down_by_health_checks(failed) and not down_by_health_checks(failed - 1):
+                logger.warning(
+                    "provider %s failed %s health checks in a row: routing skips it while "
+                    "other models can serve (%s)",
+                    status["name"],
+                    failed,
+                    status.get("error") or "no 2xx answer",
+                )
+        elif before:
+            await state.adelete(failed_checks_key(provider_id))
+        await state.aset(health_key(provider_id), orjson.dumps(status).decode(), interval * 3)
         report[status["name"]] = status
     return report
 

@@ -13,10 +13,11 @@ from .ratelimits import RateLimits
 
 
 def provider_runtime_status(*, provider_id: int) -> str:
-    """A short line for the admin: key rejected, cooling down, or the last health check."""
+    """A short line for the admin: key rejected, cooling down, or the last health check (and
+    the failed checks in a row, which routing counts)."""
     from routing.router import provider_cool_key
 
-    from .health import health_key
+    from .health import down_by_health_checks, failed_checks_count, failed_checks_key, health_key
 
     state = shared_state()
     cooling = state.get(provider_cool_key(provider_id))
@@ -26,7 +27,13 @@ def provider_runtime_status(*, provider_id: int) -> str:
     if not health:
         return "not checked yet"
     check = orjson.loads(health)
-    return f"{check.get('status', 'unknown')} ({check.get('latency_ms', '?')} ms)"
+    line = f"{check.get('status', 'unknown')} ({check.get('latency_ms', '?')} ms)"
+    failed = failed_checks_count(state.get(failed_checks_key(provider_id)))
+    if failed:
+        line += f", {failed} failed check{'s' if failed != 1 else ''} in a row"
+        if down_by_health_checks(failed):
+            line += ": skipped while other models can serve"
+    return line
 
 
 def provider_quota_usage(

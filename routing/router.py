@@ -29,6 +29,7 @@ from django.conf import settings
 from gateway_project.shared_state import shared_state
 from providers import quotas
 from providers.base import ChatRequest, ChatResult, ErrorClass, ProviderError, StreamChunk
+from providers.health import down_by_health_checks, failed_checks_count, failed_checks_key
 from providers.models import TIER_ORDER
 from providers.ratelimits import TOKEN_KINDS, TOKENS, RateLimits, needs_for
 
@@ -183,10 +184,6 @@ def provider_cool_key(provider_id: int) -> str:
     return f"cool:p:{provider_id}"
 
 
-def provider_down_key(provider_id: int) -> str:
-    return f"down:p:{provider_id}"
-
-
 def upstream_limits_key(provider_id: int, upstream_model: str) -> str:
     """What an upstream's rate-limit headers last said about one of its models (RateLimits)."""
     return f"rl:{provider_id}:{upstream_model}"
@@ -198,6 +195,12 @@ class _PlanState:
 
     # Deployment id → why it is skipped (cooling down, provider down).
     reasons: dict[int, str]
+    # Deployments skipped only because their provider failed its health checks; a request
+    # whose every candidate is one of these tries them anyway (``_health_panic``).
+    down_by_health: set[int]
+    # Provider id → its failed health checks in a row (0: none), so that a real success can
+    # clear them without reading the shared state again.
+    failed_checks: dict[int, int]
     # Deployment id → when (epoch seconds) the reason to skip it should be gone, where known.
     back_at: dict[int, float]
     # upstream_limits_key → the encoded RateLimits stored there (None: nothing).
@@ -229,7 +232,7 @@ async def _read_plan_state(plan: list[Deployment]) -> _PlanState:
     quota_providers = sorted({d.provider_id for d in plan if _has_daily_quota(d)})
     keys = [deployment_cool_key(d.id) for d in plan]
     keys += [provider_cool_key(p) for p in provider_ids] + [
-        provider_down_key(p) for p in provider_ids
+        failed_checks_key(p) for p in provider_ids
     ]
     keys += limit_keys
     if quota_providers:
@@ -241,8 +244,9 @@ async def _read_plan_state(plan: list[Deployment]) -> _PlanState:
     )
     n, m = len(plan), len(provider_ids)
     provider_cool = {p: values[n + i] for i, p in enumerate(provider_ids)}
-    provider_down = {p: values[n + m + i] for i, p in enumerate(provider_ids)}
+    failed_checks = {p: failed_checks_count(values[n + m + i]) for i, p in enumerate(provider_ids)}
     reasons: dict[int, str] = {}
+    down_by_health: set[int] = set()
     back_at: dict[int, float] = {}
     now = time.time()
     for i, d in enumerate(plan):
@@ -252,8 +256,9 @@ async def _read_plan_state(plan: list[Deployment]) -> _PlanState:
                 back_at[d.id] = until
         elif provider_cool[d.provider_id]:
             reasons[d.id] = "provider cooling down: " + str(provider_cool[d.provider_id])
-        elif provider_down[d.provider_id]:
-            reasons[d.id] = "provider failed its health check"
+        elif down_by_health_checks(failed := failed_checks[d.provider_id]):
+            reasons[d.id] = f"provider failed its last {failed} health checks"
+            down_by_health.add(d.id)
             back_at[d.id] = now + settings.GATEWAY["HEALTH_CHECK_INTERVAL_S"]
     offset = n + 2 * m
     limits = {key: values[offset + i] for i, key in enumerate(limit_keys)}
@@ -262,7 +267,33 @@ async def _read_plan_state(plan: list[Deployment]) -> _PlanState:
         p: (_count(values[offset + 2 * i]), _count(values[offset + 2 * i + 1]))
         for i, p in enumerate(quota_providers)
     }
-    return _PlanState(reasons=reasons, back_at=back_at, limits=limits, daily=daily)
+    return _PlanState(
+        reasons=reasons,
+        down_by_health=down_by_health,
+        failed_checks=failed_checks,
+        back_at=back_at,
+        limits=limits,
+        daily=daily,
+    )
+
+
+def _health_panic(
+    plan: list[Deployment], state: _PlanState, needs: dict[str, int], now: float
+) -> bool:
+    """Envoy's panic threshold, at zero: True when every deployment of the plan that nothing
+    else rules out (cooldowns, credentials, context window, upstream quotas) is down by health
+    checks alone. Then the request tries those anyway: a check that failed is weaker evidence
+    than an upstream that answers, and skipping them would leave the request nothing."""
+    if not state.down_by_health:
+        return False
+    for d in plan:
+        if d.id in state.reasons:  # the health-down ones among them
+            continue
+        if not d.has_credentials or needs[TOKENS] > d.context_window:
+            continue
+        if _quota_block(d, state, needs, now) is None:
+            return False  # a candidate the health checks say nothing against
+    return True
 
 
 async def _cool_down(d: Deployment, seconds: float) -> None:
@@ -450,12 +481,17 @@ async def _record_failure(d: Deployment, error: ProviderError) -> bool:
     return False
 
 
-async def _record_success(d: Deployment, seconds: float) -> None:
+async def _record_success(d: Deployment, seconds: float, state: _PlanState) -> None:
     previous = _latency_ewma.get(d.id)
     _latency_ewma[d.id] = seconds if previous is None else previous * 0.8 + seconds * 0.2
     if d.id in _recently_failed:
         _recently_failed.discard(d.id)
         await shared_state().adelete(f"fail:d:{d.id}")
+    if state.failed_checks.get(d.provider_id):
+        # An answer is better evidence than a probe: clear the failed checks on every process.
+        # Only here is the shared state written; a healthy provider costs no extra round trip.
+        state.failed_checks[d.provider_id] = 0
+        await shared_state().adelete(failed_checks_key(d.provider_id))
 
 
 def _backoff(retry: int) -> float:
@@ -509,11 +545,17 @@ async def _walk(
     needed = needs[TOKENS]
     state = await _read_plan_state(plan)
     unavailable = state.reasons
+    panic = _health_panic(plan, state, needs, time.time())
     last_error: ProviderError | None = None
     # When each skipped model should be back, where known: the soonest is a 503's Retry-After.
     back_at: list[float] = []
     for d in plan:
         reason = unavailable.get(d.id)
+        # Said in each of its attempts: tried although its provider is down by health checks.
+        panic_note = ""
+        if panic and d.id in state.down_by_health:
+            panic_note = f"{reason}; tried anyway, as no other model could serve (panic routing)"
+            reason = None
         if reason is not None and d.id in state.back_at:
             back_at.append(state.back_at[d.id])
         if reason is None and not d.has_credentials:
@@ -583,9 +625,9 @@ async def _walk(
                             permanent=False,
                         ) from None
                     elapsed = time.monotonic() - started
-                    attempt = _attempt(d, "ok", latency_ms=int(elapsed * 1000))
+                    attempt = _attempt(d, "ok", latency_ms=int(elapsed * 1000), detail=panic_note)
                     attempts.append(attempt)
-                    await _record_success(d, elapsed)
+                    await _record_success(d, elapsed, state)
                     metrics.UPSTREAM_ATTEMPTS.labels(d.provider_name, "ok").inc()
                     if first.rate_limits is not None:
                         await _record_rate_limits(d, first.rate_limits, state)
@@ -594,8 +636,10 @@ async def _walk(
                     return OpenStream(d, first, chunks, attempts, attempt)
                 result = await adapter.complete(request, target)
                 elapsed = time.monotonic() - started
-                attempts.append(_attempt(d, "ok", latency_ms=int(elapsed * 1000)))
-                await _record_success(d, elapsed)
+                attempts.append(
+                    _attempt(d, "ok", latency_ms=int(elapsed * 1000), detail=panic_note)
+                )
+                await _record_success(d, elapsed, state)
                 metrics.UPSTREAM_ATTEMPTS.labels(d.provider_name, "ok").inc()
                 if result.rate_limits is not None:
                     await _record_rate_limits(d, result.rate_limits, state)
@@ -616,7 +660,7 @@ async def _walk(
                         error_class=str(error.error_class),
                         status_code=error.status_code,
                         latency_ms=int((time.monotonic() - started) * 1000),
-                        detail=error.message[:300],
+                        detail=(f"{panic_note}; " if panic_note else "") + error.message[:300],
                     )
                 )
                 metrics.UPSTREAM_ATTEMPTS.labels(d.provider_name, str(error.error_class)).inc()

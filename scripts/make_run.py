@@ -1,20 +1,23 @@
 """`make run`: set the gateway up on this machine and start it with everything it needs.
 
-Migrates, creates an admin user, imports the demo config (simulator models for every tier, plus the
-models of a local Ollama if one answers), starts the upstream simulator, the gateway, a Celery
-worker and beat, and prints how to use them. Ctrl-C stops everything it started.
+Migrates, creates an admin user and an API key, imports the demo config into an empty database
+(simulator models for every tier, plus the models of a local Ollama if one answers), starts the
+upstream simulator, the gateway, a Celery worker and beat, and prints how to use them. Run again,
+it keeps the admin's password, the key and the configuration (``manage.py demo_setup``).
+Ctrl-C stops everything it started.
 """
 
 from __future__ import annotations
 
+import json
 import os
-import secrets
 import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -67,75 +70,26 @@ def wait_for(url: str, what: str, timeout: float = 30) -> None:
     raise SystemExit(f"{what} did not answer at {url} within {timeout}s")
 
 
-def ensure_admin() -> str:
-    password_file = DATA_DIR / "admin-password.txt"
-    code = (
-        "from django.contrib.auth import get_user_model; U = get_user_model(); "
-        "print('exists' if U.objects.filter(username='admin').exists() else 'missing')"
-    )
-    if manage("shell", "-c", code, capture=True).strip() == "exists" and password_file.exists():
-        return password_file.read_text().strip()
-    password = secrets.token_urlsafe(12)
-    create = (
-        "from django.contrib.auth import get_user_model; U = get_user_model(); "
-        "u = U.objects.filter(username='admin').first() or U(username='admin', email='admin@localhost'); "
-        f"u.is_staff = u.is_superuser = True; u.set_password({password!r}); u.save()"
-    )
-    manage("shell", "-c", create)
-    password_file.write_text(password + "\n")
-    password_file.chmod(0o600)
-    return password
-
-
-def ensure_api_key() -> str:
-    key_file = DATA_DIR / "demo-api-key.txt"
-    if key_file.exists():
-        key = key_file.read_text().strip()
-        check = (
-            "from agents.models import ApiKey; from agents.services import api_key_hash; "
-            f"print(ApiKey.objects.filter(key_hash=api_key_hash({key!r}), revoked_at=None).exists())"
-        )
-        if manage("shell", "-c", check, capture=True).strip() == "True":
-            return key
-    key = manage(
-        "create_api_key", "--agent", "demo-agent", "--label", "make run", capture=True
-    ).strip()
-    key_file.write_text(key + "\n")
-    key_file.chmod(0o600)
-    return key
-
-
-def local_ollama_models() -> list[str]:
+def demo_setup(sim_url: str) -> dict[str, Any]:
+    """Admin, demo API key and demo config, each set up once (``manage.py demo_setup``); the
+    command answers in JSON, so nothing here depends on a command's human output."""
+    output = manage(
+        "demo_setup", "--json", "--data-dir", str(DATA_DIR),
+        "--simulator-url", sim_url, "--ollama-url", OLLAMA_URL,
+        capture=True,
+    )  # fmt: skip
+    # The result is the last line; anything a library printed before it is not ours to read.
+    lines = [line for line in output.splitlines() if line.strip()]
     try:
-        response = httpx.get(f"{OLLAMA_URL}/api/tags", timeout=2)
-        return [m["name"] for m in response.json().get("models", [])]
-    except (httpx.HTTPError, ValueError, KeyError):
-        return []
-
-
-def import_demo_config(sim_url: str) -> None:
-    text = (ROOT / "config" / "demo.yaml").read_text().replace("SIM_URL", sim_url)
-    models = local_ollama_models()
-    if models:
-        say(f"local Ollama answers at {OLLAMA_URL}: adding {', '.join(models)} to the fast tier")
-        text += "\n# Models of the local Ollama found at start-up\n"
-        text = text.replace(
-            "providers:\n",
-            f'providers:\n  - {{name: local-ollama, kind: ollama, base_url: "{OLLAMA_URL}", '
-            "api_key_env: null, enabled: true}\n",
-            1,
-        )
-        lines = [
-            f'  - {{name: "{m}", provider: local-ollama, tier: fast, input_cost_per_mtok: 0, '
-            f"output_cost_per_mtok: 0, context_window: 32768}}"
-            for m in models
-        ]
-        text = text.replace("models:\n", "models:\n" + "\n".join(lines) + "\n", 1)
-    else:
-        say(f"no local Ollama at {OLLAMA_URL}: the demo uses the simulator only")
-    config_file = DATA_DIR / "demo-config.yaml"
-    config_file.write_text(text)
-    manage("gateway_config", "import", str(config_file))
+        result: dict[str, Any] = json.loads(lines[-1])
+    except (IndexError, ValueError):
+        raise SystemExit(f"manage.py demo_setup gave no result:\n{output}") from None
+    for name in ("admin", "api_key", "config"):
+        step = result[name]
+        say(step["message"])
+        for line in step["details"]:
+            say(f"  {line}")
+    return result
 
 
 def stop_all(*_: object) -> None:
@@ -168,13 +122,13 @@ def main() -> None:
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
     manage("migrate", "--noinput", "-v", "0")
     manage("seed_learning_schedules")
-    password = ensure_admin()
+    sim_url = f"http://127.0.0.1:{SIM_PORT}"
+    setup = demo_setup(sim_url)
+    password = setup["admin"]["secret"] or "(not shown: see above)"
+    key = setup["api_key"]["secret"]
     try:
-        sim_url = f"http://127.0.0.1:{SIM_PORT}"
         start("simulator", sys.executable, "-m", "providers.simulator", "--port", str(SIM_PORT))
         wait_for(f"{sim_url}/_sim/health", "simulator")
-        import_demo_config(sim_url)
-        key = ensure_api_key()
         workers = str(os.cpu_count() or 1) if os.environ.get("REDIS_URL") else "1"
         start(
             "gateway", str(BIN / "uvicorn"), "gateway_project.asgi:application",

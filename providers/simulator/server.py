@@ -11,7 +11,9 @@ One process speaks four dialects side by side:
 Behaviour is steered by *knobs* (latency, errors, broken streams, answer style, a share of
 plausibly wrong answers, rate limits reported in the providers' headers...), set per model at start,
 through the control API under ``/_sim/``, or per request with a ``[[sim key=value]]`` directive
-inside any message. Answers are deterministic, except that ``wrong_rate`` draws per request
+inside any message. An outage (``PUT /_sim/outage``) makes every provider endpoint of some or all
+protocols answer an error, model lists included, as a provider that is down does. Answers are
+deterministic, except that ``wrong_rate`` draws per request
 whether a good answer is the wrong variant (``answers.is_wrong`` tells). The module never imports
 Django so it can run standalone; it is the baseline the gateway is benchmarked against, so the
 request path avoids logging and per-request work that can be done once.
@@ -1034,6 +1036,38 @@ class Simulator:
         self.budgets: dict[str, tuple[tuple[object, ...], dict[str, Budget]]] = {}
         self.by_protocol: dict[str, int] = dict.fromkeys(PROTOCOLS, 0)
         self.seen: set[str] = set()
+        # An outage: the status every provider endpoint of these protocols answers; None: up.
+        self.outage: tuple[int, frozenset[str]] | None = None
+
+    def set_outage(self, raw: Mapping[str, object]) -> dict[str, object]:
+        """Start an outage: ``status`` (5xx or 4xx, default 503) for ``protocols`` (default
+        all); raises :class:`KnobError` on anything else."""
+        unknown = set(raw) - {"status", "protocols"}
+        if unknown:
+            raise KnobError(f"unknown outage field(s): {', '.join(sorted(unknown))}")
+        status = _as_int("status", raw.get("status", 503), 400, 599)
+        protocols = raw.get("protocols", list(PROTOCOLS))
+        if (
+            not isinstance(protocols, list)
+            or not protocols
+            or not all(isinstance(p, str) and p in PROTOCOLS for p in protocols)
+        ):
+            raise KnobError(f"protocols: a non-empty list of {', '.join(PROTOCOLS)}")
+        self.outage = (status, frozenset(str(p) for p in protocols))
+        return self.outage_info()
+
+    def outage_info(self) -> dict[str, object]:
+        if self.outage is None:
+            return {"outage": None}
+        status, protocols = self.outage
+        return {"outage": {"status": status, "protocols": sorted(protocols)}}
+
+    def outage_status(self, protocol: str) -> int | None:
+        """The status an endpoint of ``protocol`` answers during an outage (None: no outage)."""
+        outage = self.outage
+        if outage is None or protocol not in outage[1]:
+            return None
+        return outage[0]
 
     def configure(self, model: str, knobs: Mapping[str, object]) -> dict[str, object]:
         """Replace ``model``'s config (validated) and restart its ``fail_times`` count."""
@@ -1129,6 +1163,8 @@ class Simulator:
 
     async def chat(self, request: web.Request, dialect: Dialect) -> web.StreamResponse:
         """Answer one chat request in ``dialect``."""
+        if self.outage is not None and (down := self.outage_status(dialect.name)) is not None:
+            return dialect.error(down)
         if not self.authorized(request):
             return dialect.error(401)
         try:
@@ -1337,6 +1373,8 @@ async def _list_v1_models(request: web.Request) -> web.Response:
     sim = _sim(request)
     anthropic = "anthropic-version" in request.headers
     dialect: Dialect = _ANTHROPIC if anthropic else _OPENAI
+    if (down := sim.outage_status(dialect.name)) is not None:
+        return dialect.error(down)
     if not sim.authorized(request):
         return dialect.error(401)
     names = sim.known_models()
@@ -1364,6 +1402,8 @@ async def _list_v1_models(request: web.Request) -> web.Response:
 
 async def _ollama_tags(request: web.Request) -> web.Response:
     sim = _sim(request)
+    if (down := sim.outage_status(_OLLAMA.name)) is not None:
+        return _OLLAMA.error(down)
     if not sim.authorized(request):
         return _OLLAMA.error(401)
     models = [
@@ -1388,15 +1428,21 @@ async def _ollama_tags(request: web.Request) -> web.Response:
 
 
 async def _ollama_version(request: web.Request) -> web.Response:
+    if (down := _sim(request).outage_status(_OLLAMA.name)) is not None:
+        return _OLLAMA.error(down)
     return _orjson_response({"version": "0.6.0"})
 
 
 async def _ollama_root(request: web.Request) -> web.Response:
+    if (down := _sim(request).outage_status(_OLLAMA.name)) is not None:
+        return _OLLAMA.error(down)
     return web.Response(text="Ollama is running")
 
 
 async def _gemini_models(request: web.Request) -> web.Response:
     sim = _sim(request)
+    if (down := sim.outage_status(_GEMINI_SSE.name)) is not None:
+        return _GEMINI_SSE.error(down)
     if not sim.authorized(request):
         return _GEMINI_SSE.error(401)
     models = [
@@ -1438,6 +1484,26 @@ async def _control_list_models(request: web.Request) -> web.Response:
     return _orjson_response({"models": configs, "knobs": list(KNOB_NAMES)})
 
 
+async def _control_put_outage(request: web.Request) -> web.Response:
+    try:
+        raw = orjson.loads(await request.read() or b"{}")
+        if not isinstance(raw, dict):
+            raise KnobError("the body must be a JSON object: {status, protocols}")
+        return _orjson_response(_sim(request).set_outage(raw))
+    except (orjson.JSONDecodeError, KnobError) as exc:
+        return _orjson_response({"error": str(exc)}, status=400)
+
+
+async def _control_get_outage(request: web.Request) -> web.Response:
+    return _orjson_response(_sim(request).outage_info())
+
+
+async def _control_delete_outage(request: web.Request) -> web.Response:
+    sim = _sim(request)
+    sim.outage = None
+    return _orjson_response(sim.outage_info())
+
+
 async def _control_reset(request: web.Request) -> web.Response:
     _sim(request).reset()
     return _orjson_response({"status": "ok"})
@@ -1475,6 +1541,9 @@ def build_app(
     app.router.add_put("/_sim/models/{name:.+}", _control_put_model)
     app.router.add_delete("/_sim/models/{name:.+}", _control_delete_model)
     app.router.add_get("/_sim/models", _control_list_models)
+    app.router.add_put("/_sim/outage", _control_put_outage)
+    app.router.add_get("/_sim/outage", _control_get_outage)
+    app.router.add_delete("/_sim/outage", _control_delete_outage)
     app.router.add_post("/_sim/reset", _control_reset)
     app.router.add_get("/_sim/stats", _control_stats)
     app.router.add_get("/_sim/health", _control_health)

@@ -10,11 +10,16 @@ from django.db import connection
 from django.http import HttpRequest, HttpResponse
 
 from gateway_project.shared_state import shared_state
-from providers.health import provider_health
+from providers.health import (
+    down_by_health_checks,
+    failed_checks_count,
+    failed_checks_key,
+    provider_health,
+)
 
 from ..audit import audit_writer
 from ..config import current_snapshot
-from ..router import deployment_cool_key, provider_cool_key, provider_down_key
+from ..router import deployment_cool_key, provider_cool_key
 from .common import json_response
 from .views import api_endpoint
 
@@ -28,11 +33,13 @@ async def health(request: HttpRequest) -> HttpResponse:
     cooling = await shared_state().aget_many(
         [deployment_cool_key(d.id) for d in snapshot.deployments]
         + [provider_cool_key(p) for p in provider_ids]
-        + [provider_down_key(p) for p in provider_ids]
+        + [failed_checks_key(p) for p in provider_ids]
     )
     n, m = len(snapshot.deployments), len(provider_ids)
     provider_cool = dict(zip(provider_ids, cooling[n : n + m], strict=True))
-    provider_down = dict(zip(provider_ids, cooling[n + m :], strict=True))
+    failed_checks = {
+        p: failed_checks_count(v) for p, v in zip(provider_ids, cooling[n + m :], strict=True)
+    }
 
     providers: list[dict[str, Any]] = []
     for pid in provider_ids:
@@ -47,11 +54,13 @@ async def health(request: HttpRequest) -> HttpResponse:
                 "checked_at": check.get("checked_at"),
                 "latency_ms": check.get("latency_ms"),
                 "cooling_down": bool(provider_cool[pid]),
+                "failed_checks": failed_checks[pid],
             }
         )
     models = []
     for i, d in enumerate(snapshot.deployments):
-        if cooling[i] or provider_cool[d.provider_id] or provider_down[d.provider_id]:
+        down = down_by_health_checks(failed_checks[d.provider_id])
+        if cooling[i] or provider_cool[d.provider_id] or down:
             state = "unavailable"
         elif not d.has_credentials:
             state = "no_credentials"

@@ -944,6 +944,48 @@ async def test_control_api_and_stats(client: httpx.AsyncClient) -> None:
 
 
 @pytest.mark.asyncio
+async def test_an_outage_takes_protocols_down_model_lists_included(
+    client: httpx.AsyncClient,
+) -> None:
+    """PUT /_sim/outage makes every endpoint of the named protocols answer its status (the
+    model lists health checks read included); DELETE and reset bring them back."""
+    assert (await client.get("/_sim/outage")).json() == {"outage": None}
+    bad_outages: list[dict[str, Any]] = [
+        {"status": 200},
+        {"protocols": ["smtp"]},
+        {"protocols": [{}]},
+        {"colour": 1},
+    ]
+    for bad in bad_outages:
+        assert (await client.put("/_sim/outage", json=bad)).status_code == 400
+    started = await client.put("/_sim/outage", json={"protocols": ["ollama", "anthropic"]})
+    assert started.json() == {"outage": {"status": 503, "protocols": ["anthropic", "ollama"]}}
+
+    anthropic_list = {"anthropic-version": "2023-06-01"}
+    down = [
+        await client.get("/api/tags"),
+        await client.get("/"),
+        await client.post("/api/chat", json=ollama_body(stream=False)),
+        await client.get("/v1/models", headers=anthropic_list),
+        await client.post("/v1/messages", json=anthropic_body()),
+    ]
+    assert [r.status_code for r in down] == [503] * 5
+    up = [
+        await client.get("/v1/models"),
+        await client.post(OPENAI_PATH, json=openai_body()),
+        await client.get("/v1beta/models"),
+    ]
+    assert [r.status_code for r in up] == [200] * 3
+
+    assert (await client.delete("/_sim/outage")).json() == {"outage": None}
+    assert (await client.get("/api/tags")).status_code == 200
+    await client.put("/_sim/outage", json={"status": 500})
+    assert (await client.post(OPENAI_PATH, json=openai_body())).status_code == 500
+    await client.post("/_sim/reset")
+    assert (await client.get("/v1/models", headers=anthropic_list)).status_code == 200
+
+
+@pytest.mark.asyncio
 async def test_require_key() -> None:
     runner, port = await start_in_background(require_key="sekret")
     try:

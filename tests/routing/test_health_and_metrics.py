@@ -38,14 +38,16 @@ def test_health_needs_no_upstream_call(gateway, setup, simulator):
     assert sum(simulator.stats()["by_protocol"].values()) == 0
 
 
-def test_a_provider_failing_its_health_check_is_routed_around(gateway, setup):
-    """A down provider shows as down and its models are skipped without a request."""
+def test_a_provider_failing_its_health_checks_is_routed_around(gateway, setup):
+    """A provider down for three checks shows as down and its models are skipped without a
+    request (tests/providers/test_health.py has the rest of the policy)."""
     from providers.models import Provider
     from routing.config import routing_config_changed
 
     Provider.objects.filter(name="sim-ollama").update(base_url="http://127.0.0.1:9")
     routing_config_changed()
-    gateway.run_in_loop(probe_providers())
+    for _ in range(3):
+        gateway.run_in_loop(probe_providers())
     body = httpx.get(f"{gateway.url}/health").json()
     assert body["ollama"]["status"] == "down"
     models = {m["name"]: m["status"] for m in body["models"]}
@@ -59,7 +61,7 @@ def test_a_provider_failing_its_health_check_is_routed_around(gateway, setup):
     assert answer["model"] == "sim-medium"
     assert answer["attempts"][0] == {
         "provider": "sim-ollama", "model": "sim-fast", "tier": "fast", "outcome": "skipped",
-        "latency_ms": 0, "detail": "provider failed its health check",
+        "latency_ms": 0, "detail": "provider failed its last 3 health checks",
     }  # fmt: skip
 
 
