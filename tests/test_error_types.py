@@ -86,7 +86,7 @@ def _500_view(env: Env) -> httpx.Response:
     async def broken(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("boom")
 
-    env.monkeypatch.setattr("routing.api.views.classify", broken)
+    env.monkeypatch.setattr("routing.api.views.classification_run", broken)
     return env.post("/v1/classify", {"input": "hi"})
 
 
