@@ -300,7 +300,7 @@ def _row_settle(row: dict[str, Any], *, refused: BaseException | None = None) ->
         return "reduced"
     metrics.AUDIT_WRITE_FAILURES.labels("reduced").inc()
     last = refused
-    refused = _refusal(lambda: dead_letter_park(row, last))
+    refused = _refusal(lambda: dead_letter_park(row, _both_errors(first, last)))
     if refused is None:
         logger.error(
             "audit: record %s was refused even in reduced form (%s); parked as a dead letter",
@@ -315,6 +315,11 @@ def _row_settle(row: dict[str, Any], *, refused: BaseException | None = None) ->
         _error_label(refused),
     )
     return "lost"
+
+
+def _both_errors(first: BaseException, reduced: BaseException) -> str:
+    """A dead letter's error: why the row was refused, and why its reduced form was."""
+    return f"{error_text(first)} | reduced form: {error_text(reduced)}"
 
 
 def _refusal(write: Callable[[], object]) -> BaseException | None:
@@ -472,12 +477,12 @@ def _flat_items(value: Any) -> tuple[list[dict[str, Any]], bool]:
     return [flat for flat, _ in items], complete
 
 
-def dead_letter_park(row: dict[str, Any], error: BaseException) -> None:
+def dead_letter_park(row: dict[str, Any], error: str) -> None:
     """Keep a row the database refused even in reduced form, for an admin to write again."""
     AuditDeadLetter.objects.create(
         request_id=_request_id(row),
         row=json_text(row),
-        error=error_text(error),
+        error=error,
         created_at=timezone.now(),
     )
     shared_state().delete(DEAD_LETTERS_KEY)
@@ -510,6 +515,12 @@ def _row_from_dead_letter(text: str) -> dict[str, Any]:
     return row
 
 
+class _StillRefused(Exception):
+    def __init__(self, error: str) -> None:
+        super().__init__(error)
+        self.error = error
+
+
 def audit_dead_letters_retry(*, ids: Iterable[int]) -> DeadLetterRetry:
     """Write the given dead letters again (as they are, else reduced); each one written is removed
     in the same transaction, each one still refused keeps its row with the new error noted.
@@ -520,21 +531,34 @@ def audit_dead_letters_retry(*, ids: Iterable[int]) -> DeadLetterRetry:
     for letter in AuditDeadLetter.objects.filter(pk__in=list(ids)).order_by("pk"):
         try:
             with transaction.atomic():
-                row = storable_row(_row_from_dead_letter(letter.row))
-                error = _refusal(lambda: _rows_write([row]))  # noqa: B023 - called at once
-                if error is not None:
-                    _rows_write([reduced_row(row, error)])
-                letter.delete()
+                _dead_letter_write(letter)
             written += 1
+        except _StillRefused as exc:
+            error = exc.error
         except DatabaseUnavailable:
             raise
-        except Exception as exc:
+        except Exception as exc:  # the row itself cannot be read back
             if not is_data_error(exc):
                 raise DatabaseUnavailable(exc) from exc
-            letter.error = error_text(exc)
-            letter.retries += 1
-            letter.last_retry_at = timezone.now()
-            letter.save(update_fields=["error", "retries", "last_retry_at"])
-            refused += 1
+            error = error_text(exc)
+        else:
+            continue
+        letter.error = error
+        letter.retries += 1
+        letter.last_retry_at = timezone.now()
+        letter.save(update_fields=["error", "retries", "last_retry_at"])
+        refused += 1
     shared_state().delete(DEAD_LETTERS_KEY)
     return DeadLetterRetry(written=written, refused=refused)
+
+
+def _dead_letter_write(letter: AuditDeadLetter) -> None:
+    """Write a dead letter's row (as it is, else reduced) and remove the dead letter; raises
+    ``_StillRefused`` when both are refused. Call in a transaction."""
+    row = storable_row(_row_from_dead_letter(letter.row))
+    first = _refusal(lambda: _rows_write([row]))
+    if first is not None:
+        reduced = _refusal(lambda: _rows_write([reduced_row(row, first)]))
+        if reduced is not None:
+            raise _StillRefused(_both_errors(first, reduced))
+    letter.delete()

@@ -201,7 +201,9 @@ def budget_guard(job: CompletionJob) -> router.AttemptGuard | None:
 
 
 async def _plan_and_admit(job: CompletionJob) -> tuple[RoutingSnapshot, list[Deployment]]:
-    """Plan the route and admit the request; a refusal is audited like any failed request."""
+    """Plan the route and admit the request; a refusal is audited like any failed request, except
+    one for a full audit queue (its record would only add to the queue)."""
+    _refuse_when_audit_backlogged(job)
     try:
         snapshot, plan = await _plan(job)
         # A cached answer counts as a request, but costs nothing and calls no upstream.
@@ -216,6 +218,21 @@ async def _plan_and_admit(job: CompletionJob) -> tuple[RoutingSnapshot, list[Dep
         audit_failed(job, 429, exc.message, [])
         raise
     return snapshot, plan
+
+
+def _refuse_when_audit_backlogged(job: CompletionJob) -> None:
+    """503 ``audit_backlog`` while this process's audit queue is full: no answer it cannot record
+    (docs/adr/0007-audit-write-path.md)."""
+    if audit_writer.backlogged:
+        metrics.REQUESTS.labels(job.endpoint, "audit_backlog").inc()
+        raise router.RoutingError(
+            "The gateway cannot record more requests until its audit log catches up; "
+            "try again shortly.",
+            code="audit_backlog",
+            http_status=503,
+            attempts=[],
+            retry_after_s=audit_writer.retry_after_s,
+        )
 
 
 async def settle(job: CompletionJob, *, cost_usd: float, tokens: int) -> None:
