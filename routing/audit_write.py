@@ -121,8 +121,9 @@ def _text_limits() -> dict[str, int]:
 
 
 def storable_row(row: dict[str, Any]) -> dict[str, Any]:
-    """``row`` with its text and JSON values made storable (routing/storable.py) and text cut to
-    its column's length; ``row`` itself when nothing needed a change."""
+    """``row`` with its text and JSON values made storable (routing/storable.py), text cut to its
+    column's length and NaN or infinite numbers made null; ``row`` itself when nothing needed a
+    change."""
     limits = _text_limits()
     fixed: dict[str, Any] | None = None
     for name, value in row.items():
@@ -133,6 +134,8 @@ def storable_row(row: dict[str, Any]) -> dict[str, Any]:
                 new = new[:limit]
         elif isinstance(value, dict | list | tuple):
             new = storable_json(value)
+        elif isinstance(value, float) and not math.isfinite(value):
+            new = None  # NaN is no cost or confidence; the reduced form drops it where required
         else:
             continue
         if new is not value:
@@ -182,6 +185,13 @@ class _BatchInsert:
                 values.append(value)
             elif isinstance(field, models.JSONField):
                 values.append(json_value(value))
+            elif isinstance(field, models.DecimalField):
+                # SQLite would store a number its column cannot hold, and fail every later read
+                # of the record; refuse it here as PostgreSQL does, so both reduce the row.
+                fits, number = _decimal_value(field, value)
+                if not fits:
+                    raise ValueError(f"{field.name} does not fit its column")
+                values.append(field.get_db_prep_save(number, connection))
             else:
                 values.append(field.get_db_prep_save(value, connection))
         return values
