@@ -141,6 +141,7 @@ class AuditWriter:
             row["prompt"] = ""
             row["output"] = ""
         self._pending.append(row)
+        metrics.AUDIT_PENDING.set(len(self._pending))  # a microsecond or two, even multiprocess
         self._ensure_running()
         if len(self._pending) >= gw["AUDIT_BATCH_SIZE"] and self._wake is not None:
             self._wake.set()

@@ -128,7 +128,9 @@ def storable_row(row: dict[str, Any]) -> dict[str, Any]:
     fixed: dict[str, Any] | None = None
     for name, value in row.items():
         if isinstance(value, str):
-            new: Any = storable_text(value)
+            # The common case inline (no call): ASCII without NUL needs no change.
+            clean = value.isascii() and "\x00" not in value
+            new: Any = value if clean else storable_text(value)
             limit = limits.get(name)
             if limit is not None and len(new) > limit:
                 new = new[:limit]

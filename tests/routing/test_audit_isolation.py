@@ -3,6 +3,7 @@ audit queue never leave an answered request without its record, its spend and it
 
 from __future__ import annotations
 
+import signal
 import time
 
 import httpx
@@ -142,3 +143,30 @@ def test_health_reports_a_failing_writer_and_metrics_export_it(client, gateway, 
     assert httpx.get(f"{gateway.url}/health/ready").status_code == 200
     assert AuditRecord.objects.filter(request_id=answered.json()["id"]).exists()
     assert "gateway_audit_pending 0.0" in httpx.get(f"{gateway.url}/metrics").text
+
+
+def test_the_pending_gauge_adds_up_every_gateway_process(start_gateway, simulator, tmp_path):
+    """In Prometheus' multiprocess mode, /metrics of any process reports the records queued in
+    all of them; a process that stopped (and wrote its queue) counts for nothing."""
+    sim_setup(simulator.url)
+    key = new_api_key()
+    env = {
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path),
+        "GATEWAY_AUDIT_FLUSH_INTERVAL_S": "3600",  # the records stay queued
+        "GATEWAY_AUDIT_BATCH_SIZE": "100000",
+    }
+    process_a, url_a = start_gateway(**env)
+    _, url_b = start_gateway(**env)
+    for url, n in ((url_a, 2), (url_b, 3)):
+        for _ in range(n):
+            response = httpx.post(
+                f"{url}/v1/completion", json={"input": "hi"},
+                headers={"Authorization": f"Bearer {key}"}, timeout=20,
+            )  # fmt: skip
+            assert response.status_code == 200, response.text
+    for url in (url_a, url_b):
+        assert "\ngateway_audit_pending 5.0\n" in httpx.get(f"{url}/metrics").text
+    process_a.send_signal(signal.SIGTERM)
+    assert process_a.wait(timeout=30) in (0, -signal.SIGTERM)
+    assert "\ngateway_audit_pending 3.0\n" in httpx.get(f"{url_b}/metrics").text
+    assert AuditRecord.objects.count() == 2  # process A's, written at its shutdown
