@@ -72,6 +72,21 @@ def test_answers_with_nul_do_not_stop_the_audit_log(client, gateway):
     assert audit_writer.pending == 0 and not AuditDeadLetter.objects.exists()
 
 
+def test_a_caller_longer_than_its_column_is_recorded(client, gateway):
+    """The OpenAI ``user`` field takes 200 characters, the audit's ``caller`` column 100: the
+    record keeps the first 100 instead of stopping the audit log (PostgreSQL refused the batch)."""
+    response = client.post(
+        "/v1/chat/completions",
+        json={"model": "auto", "user": "u" * 150, "messages": [{"role": "user", "content": "hi"}]},
+    )
+    assert response.status_code == 200, response.text
+    then = ask(client)
+    gateway.flush_audit()
+    record = AuditRecord.objects.get(request_id=response.headers["X-Gateway-Request-Id"])
+    assert record.caller == "u" * 100 and "audit_reduced" not in record.metadata
+    assert AuditRecord.objects.filter(request_id=then.json()["id"]).exists()
+
+
 def test_a_full_audit_queue_refuses_requests_and_every_answer_is_recorded(
     client, gateway, settings
 ):
