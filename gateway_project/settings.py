@@ -248,6 +248,7 @@ class GatewaySettings(TypedDict):
     AUDIT_STORE: str
     AUDIT_FLUSH_INTERVAL_S: float
     AUDIT_BATCH_SIZE: int
+    AUDIT_MAX_PENDING: int
     SHARED_STATE_READ_CACHE_S: float
     CONFIG_CHECK_INTERVAL_S: float
     API_KEY_CACHE_S: float
@@ -295,6 +296,9 @@ GATEWAY: GatewaySettings = {
     "AUDIT_STORE": os.environ.get("GATEWAY_AUDIT_STORE", "full"),
     "AUDIT_FLUSH_INTERVAL_S": env_float("GATEWAY_AUDIT_FLUSH_INTERVAL_S", 0.25),
     "AUDIT_BATCH_SIZE": env_int("GATEWAY_AUDIT_BATCH_SIZE", 500),
+    # Audit records a process may hold unwritten; at this many it refuses completion requests
+    # (503 audit_backlog) rather than answer requests it cannot record (docs/adr/0007).
+    "AUDIT_MAX_PENDING": env_int("GATEWAY_AUDIT_MAX_PENDING", 50_000),
     # With Redis, how long a process reuses one read of the cooldown keys (its own writes apply at once).
     "SHARED_STATE_READ_CACHE_S": env_float("GATEWAY_SHARED_STATE_READ_CACHE_S", 0.25),
     # How often a process asks the shared cache whether the routing config changed.

@@ -1,6 +1,7 @@
 from typing import TYPE_CHECKING, Any
 
-from django.contrib import admin
+import orjson
+from django.contrib import admin, messages
 from django.core.paginator import Paginator
 from django.db.models import QuerySet
 from django.http import HttpRequest
@@ -10,15 +11,18 @@ from django.utils.html import format_html, format_html_join
 from providers.admin import ConfigAdmin
 
 from . import cache as response_cache
-from .models import AuditRecord, CallerPreference, ClassificationRule, TaskRoute
+from .audit_write import DatabaseUnavailable, audit_dead_letters_retry
+from .models import AuditDeadLetter, AuditRecord, CallerPreference, ClassificationRule, TaskRoute
 
 if TYPE_CHECKING:
     # Generic in django-stubs only: Django's classes cannot be subscripted at runtime.
     _PaginatorBase = Paginator[AuditRecord]
     _AuditRecordAdminBase = admin.ModelAdmin[AuditRecord]
+    _AuditDeadLetterAdminBase = admin.ModelAdmin[AuditDeadLetter]
 else:
     _PaginatorBase = Paginator
     _AuditRecordAdminBase = admin.ModelAdmin
+    _AuditDeadLetterAdminBase = admin.ModelAdmin
 
 
 @admin.register(TaskRoute)
@@ -125,6 +129,62 @@ class AuditRecordAdmin(_AuditRecordAdminBase):
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         return [f.name for f in AuditRecord._meta.fields] + ["attempts_table"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(AuditDeadLetter)
+class AuditDeadLetterAdmin(_AuditDeadLetterAdminBase):
+    """Audit rows the database refused even in reduced form (docs/adr/0007): read-only, with an
+    action that writes the selected ones again and removes those that are records now."""
+
+    list_display = ("created_at", "request_id", "error", "retries", "last_retry_at")
+    search_fields = ("request_id",)
+    date_hierarchy = "created_at"
+    list_per_page = 50
+    actions = ["write_again"]
+    fields = ("request_id", "created_at", "error", "retries", "last_retry_at", "row_json")
+
+    @admin.display(description="row")
+    def row_json(self, obj: AuditDeadLetter) -> str:
+        try:
+            text = orjson.dumps(orjson.loads(obj.row), option=orjson.OPT_INDENT_2).decode()
+        except orjson.JSONDecodeError:
+            text = obj.row
+        return format_html("<pre>{}</pre>", text)
+
+    @admin.action(description="Write the selected records again", permissions=["retry"])
+    def write_again(self, request: HttpRequest, queryset: QuerySet[AuditDeadLetter]) -> None:
+        try:
+            outcome = audit_dead_letters_retry(ids=queryset.values_list("pk", flat=True))
+        except DatabaseUnavailable as exc:
+            self.message_user(
+                request,
+                f"The database is unavailable ({type(exc.cause).__name__}); nothing was written.",
+                messages.ERROR,
+            )
+            return
+        if outcome.written:
+            self.message_user(request, f"Wrote {outcome.written} record(s); they are removed here.")
+        if outcome.refused:
+            self.message_user(
+                request,
+                f"{outcome.refused} record(s) were refused again; see their error.",
+                messages.WARNING,
+            )
+
+    def has_retry_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm("routing.change_auditdeadletter")
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return list(self.fields or ())
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -2,122 +2,52 @@
 
 A request only appends a dict to a list; a background task of the process writes the list every
 ``AUDIT_FLUSH_INTERVAL_S`` seconds (sooner when ``AUDIT_BATCH_SIZE`` are waiting) with one
-multi-row insert. A failed write keeps the batch and tries again; graceful shutdown flushes what is
-left. What a crash can lose is described in docs/adr/0007-audit-write-path.md.
+multi-row insert (routing/audit_write.py, which also isolates rows the database refuses). While the
+database is unavailable the batch is kept and tried again; the queue is bounded by
+``AUDIT_MAX_PENDING``, past which completion requests are refused (``backlogged``). Graceful
+shutdown flushes what is left. See docs/adr/0007-audit-write-path.md.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
-from collections.abc import Callable
+import math
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
-import orjson
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import close_old_connections, connection, models, transaction
-from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db import connections
 
 from . import metrics
+from .audit_write import DatabaseUnavailable, WriteReport, batch_write, sha256
+
+__all__ = ["AuditWriter", "DatabaseUnavailable", "audit_writer", "sha256"]
 
 logger = logging.getLogger(__name__)
 
-# Beyond this many waiting records (the database is down for long) new ones are still kept but an
-# error is logged each flush, so an operator notices before memory becomes a problem.
-_WARN_BACKLOG = 100_000
+# /health/ready fails once the writer has failed for this many flush intervals in a row.
+_NOT_READY_AFTER_INTERVALS = 8
+# /health is degraded while more than this share of AUDIT_MAX_PENDING waits.
+_WARN_SHARE = 0.2
 
 
-def sha256(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest() if text else ""
+@dataclass(frozen=True, slots=True)
+class AuditHealth:
+    """This process's audit writer as /health shows it (no row contents, no error messages)."""
 
-
-class _BatchInsert:
-    """One ``INSERT … ON CONFLICT DO NOTHING`` for many audit rows, via ``executemany``.
-
-    ``bulk_create`` builds a model instance and compiles SQL per row: at a thousand requests a
-    second that was a fifth of the gateway's CPU. Values that need the backend's adaptation
-    (datetimes, decimals, JSON) still go through the field's own ``get_db_prep_save``.
-    """
-
-    def __init__(self) -> None:
-        from .models import AuditRecord
-
-        self.fields = [f for f in AuditRecord._meta.concrete_fields if not f.primary_key]
-        self.defaults = {f.name: f.get_default() for f in self.fields}
-        plain = (models.CharField, models.TextField, models.IntegerField, models.BooleanField)
-        self.needs_prep = [
-            not isinstance(f, plain) or isinstance(f, models.JSONField) for f in self.fields
-        ]
-        self._sql: dict[str, str] = {}
-
-    def sql(self, connection: BaseDatabaseWrapper) -> str:
-        if connection.vendor not in self._sql:
-            from .models import AuditRecord
-
-            quote = connection.ops.quote_name
-            columns = ", ".join(quote(f.column) for f in self.fields)
-            placeholders = ", ".join(["%s"] * len(self.fields))
-            self._sql[connection.vendor] = (
-                f"INSERT INTO {quote(AuditRecord._meta.db_table)} ({columns}) "
-                f"VALUES ({placeholders}) ON CONFLICT ({quote('request_id')}) DO NOTHING"
-            )
-        return self._sql[connection.vendor]
-
-    def params(self, row: dict[str, Any], connection: BaseDatabaseWrapper) -> list[Any]:
-        values = []
-        json_value = _json_adapter(connection)
-        for field, prep in zip(self.fields, self.needs_prep, strict=True):
-            value = row.get(field.name, self.defaults[field.name])
-            if not prep:
-                values.append(value)
-            elif isinstance(field, models.JSONField):
-                values.append(json_value(value))
-            else:
-                values.append(field.get_db_prep_save(value, connection))
-        return values
-
-
-def _orjson_text(value: Any) -> str:
-    return orjson.dumps(value).decode()
-
-
-def _json_adapter(connection: BaseDatabaseWrapper) -> Callable[[Any], Any]:
-    """JSON columns encoded by orjson (several times faster than the json module Django uses)."""
-    if connection.vendor == "postgresql":
-        from psycopg.types.json import Jsonb
-
-        return lambda value: Jsonb(value, dumps=_orjson_text)
-    return _orjson_text
-
-
-_insert: _BatchInsert | None = None
-
-
-def _write(batch: list[dict[str, Any]]) -> None:
-    global _insert
-    if _insert is None:
-        _insert = _BatchInsert()
-    close_old_connections()
-    try:
-        with transaction.atomic():
-            with connection.cursor() as cursor:
-                cursor.executemany(
-                    _insert.sql(connection), [_insert.params(row, connection) for row in batch]
-                )
-            # Spend per day, agent, model and task type, kept with the records they come from.
-            from agents.spend import rollups_add
-
-            rollups_add(batch)
-            # Answers for a person to look at get their review item in the same transaction.
-            to_review = [row for row in batch if row.get("review_reason")]
-            if to_review:
-                from reviews.services import review_items_create
-
-                review_items_create(rows=to_review)
-    finally:
-        close_old_connections()
+    status: str  # ok, backlog (above the warning level), failing (the database), full
+    pending: int
+    max_pending: int
+    failing_since: datetime | None
+    last_error: str  # the class of the last error, "" when none
+    last_error_at: datetime | None
+    # Why /health/ready should fail, "" when it should not.
+    not_ready: str
 
 
 class AuditWriter:
@@ -129,10 +59,70 @@ class AuditWriter:
         self._wake: asyncio.Event | None = None
         self._flush_lock: asyncio.Lock | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: ThreadPoolExecutor | None = None
+        # Since when (wall clock, monotonic) every write has failed for want of a database.
+        self._failing_since: tuple[datetime, float] | None = None
+        self._last_error = ""
+        self._last_error_at: datetime | None = None
 
     @property
     def pending(self) -> int:
         return len(self._pending)
+
+    @property
+    def backlogged(self) -> bool:
+        """The queue is full: refuse requests that would add to it (an in-memory length check)."""
+        return len(self._pending) >= settings.GATEWAY["AUDIT_MAX_PENDING"]
+
+    @property
+    def retry_delay_s(self) -> float:
+        """How long the writer waits before trying again after the database failed."""
+        return float(min(5.0, settings.GATEWAY["AUDIT_FLUSH_INTERVAL_S"] * 4))
+
+    @property
+    def retry_after_s(self) -> int:
+        """The ``Retry-After`` of a request refused while the queue is full."""
+        return max(1, math.ceil(self.retry_delay_s))
+
+    def health(self) -> AuditHealth:
+        """The writer's state, from memory only."""
+        gw = settings.GATEWAY
+        pending, max_pending = len(self._pending), gw["AUDIT_MAX_PENDING"]
+        failing_for = time.monotonic() - self._failing_since[1] if self._failing_since else 0.0
+        if pending >= max_pending:
+            status = "full"
+        elif self._failing_since is not None:
+            status = "failing"
+        elif pending > max_pending * _WARN_SHARE:
+            status = "backlog"
+        else:
+            status = "ok"
+        not_ready = ""
+        if pending >= max_pending:
+            not_ready = f"audit queue full ({pending} records waiting)"
+        elif failing_for > _NOT_READY_AFTER_INTERVALS * gw["AUDIT_FLUSH_INTERVAL_S"]:
+            not_ready = f"audit writes failing for {failing_for:.0f} s ({self._last_error})"
+        return AuditHealth(
+            status=status,
+            pending=pending,
+            max_pending=max_pending,
+            failing_since=self._failing_since[0] if self._failing_since else None,
+            last_error=self._last_error,
+            last_error_at=self._last_error_at,
+            not_ready=not_ready,
+        )
+
+    def _executor(self) -> ThreadPoolExecutor:
+        """The writer's own thread, so the audit log holds one database connection per process
+        (not one in each thread of the loop's default pool)."""
+        if self._thread is None:
+            self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-writer")
+        return self._thread
+
+    def close_connection(self) -> None:
+        """Close the writer thread's database connection; the next write opens a new one."""
+        if self._thread is not None:
+            self._thread.submit(connections.close_all).result()
 
     def pending_row(self, request_id: str) -> dict[str, Any] | None:
         """A queued, not yet written record (a caller polling right after its answer)."""
@@ -142,7 +132,8 @@ class AuditWriter:
         return None
 
     def submit(self, row: dict[str, Any]) -> None:
-        """Queue one record (never blocks, never touches the database)."""
+        """Queue one record (never blocks, never touches the database, never drops a record: the
+        bound is enforced on the requests that would add to it, see ``backlogged``)."""
         gw = settings.GATEWAY
         if gw["AUDIT_STORE"] == "hash":
             row["prompt_sha256"] = sha256(row.get("prompt", ""))
@@ -150,6 +141,7 @@ class AuditWriter:
             row["prompt"] = ""
             row["output"] = ""
         self._pending.append(row)
+        metrics.AUDIT_PENDING.set(len(self._pending))  # a microsecond or two, even multiprocess
         self._ensure_running()
         if len(self._pending) >= gw["AUDIT_BATCH_SIZE"] and self._wake is not None:
             self._wake.set()
@@ -176,39 +168,83 @@ class AuditWriter:
             self._wake.clear()
             try:
                 await self.flush()
+            except DatabaseUnavailable as exc:
+                # The driver's message ("connection refused", "database is locked") helps an
+                # operator and quotes no row: the rows never reached the database.
+                message = str(exc.cause).strip().partition("\n")[0][:200]
+                logger.error(
+                    "audit: the database is unavailable (%s: %s); %s records wait, retrying in %s s",
+                    type(exc.cause).__name__,
+                    message,
+                    len(self._pending),
+                    self.retry_delay_s,
+                )
+                await asyncio.sleep(self.retry_delay_s)
             except Exception:
                 logger.exception("audit: writing %s records failed; will retry", len(self._pending))
-                await asyncio.sleep(min(5.0, interval * 4))
+                await asyncio.sleep(self.retry_delay_s)
 
     async def flush(self) -> int:
-        """Write everything queued so far; returns how many records were written."""
+        """Write everything queued so far; returns how many records were written.
+
+        Raises ``DatabaseUnavailable`` when the database cannot be used; the rows not written
+        stay queued.
+        """
         if self._flush_lock is None:
             self._flush_lock = asyncio.Lock()
         async with self._flush_lock:
             written = 0
-            while self._pending:
-                batch = self._pending[: settings.GATEWAY["AUDIT_BATCH_SIZE"]]
-                try:
-                    await sync_to_async(_write, thread_sensitive=False)(batch)
-                except Exception:
-                    if len(self._pending) > _WARN_BACKLOG:
-                        logger.error("audit: %s records waiting to be written", len(self._pending))
-                    raise
-                # Only drop what was written: rows queued meanwhile stay for the next batch.
-                del self._pending[: len(batch)]
-                written += len(batch)
-                metrics.AUDIT_PENDING_WRITES.inc(len(batch))
+            try:
+                while self._pending:
+                    batch = self._pending[: settings.GATEWAY["AUDIT_BATCH_SIZE"]]
+                    try:
+                        report = await sync_to_async(
+                            batch_write, thread_sensitive=False, executor=self._executor()
+                        )(batch)
+                    except DatabaseUnavailable as exc:
+                        self._failed(exc)
+                        raise
+                    # Only drop what was written: rows queued meanwhile stay for the next batch.
+                    del self._pending[: len(batch)]
+                    written += self._written(report)
+            finally:
+                metrics.AUDIT_PENDING.set(len(self._pending))
             return written
 
     def flush_sync(self) -> int:
         """Write everything queued, from synchronous code (shutdown hooks, tests)."""
         written = 0
-        while self._pending:
-            batch = self._pending[: settings.GATEWAY["AUDIT_BATCH_SIZE"]]
-            _write(batch)
-            del self._pending[: len(batch)]
-            written += len(batch)
+        try:
+            while self._pending:
+                batch = self._pending[: settings.GATEWAY["AUDIT_BATCH_SIZE"]]
+                try:
+                    report = batch_write(batch)
+                except DatabaseUnavailable as exc:
+                    self._failed(exc)
+                    raise
+                del self._pending[: len(batch)]
+                written += self._written(report)
+        finally:
+            metrics.AUDIT_PENDING.set(len(self._pending))
         return written
+
+    def _written(self, report: WriteReport) -> int:
+        self._failing_since = None
+        if report.error:
+            self._last_error, self._last_error_at = report.error, datetime.now(UTC)
+        metrics.AUDIT_PENDING_WRITES.inc(report.recorded)
+        return report.recorded
+
+    def _failed(self, exc: DatabaseUnavailable) -> None:
+        """The database failed: the settled rows leave the queue, the others wait."""
+        del self._pending[: exc.settled]
+        now = datetime.now(UTC)
+        if self._failing_since is None:
+            self._failing_since = (now, time.monotonic())
+        self._last_error, self._last_error_at = type(exc.cause).__name__, now
+        metrics.AUDIT_WRITE_FAILURES.labels("unavailable").inc()
+        if len(self._pending) > settings.GATEWAY["AUDIT_MAX_PENDING"] * _WARN_SHARE:
+            logger.error("audit: %s records waiting to be written", len(self._pending))
 
     async def stop(self) -> None:
         """Flush and stop the background task (graceful shutdown)."""
@@ -219,14 +255,22 @@ class AuditWriter:
             except (asyncio.CancelledError, Exception):  # noqa: BLE001
                 pass
             self._task = None
-        for _ in range(3):
-            try:
-                await self.flush()
-                return
-            except Exception:
-                logger.exception("audit: flush at shutdown failed; retrying")
-                await asyncio.sleep(0.5)
-        logger.error("audit: %s records could not be written at shutdown", len(self._pending))
+        try:
+            for _ in range(3):
+                try:
+                    await self.flush()
+                    return
+                except Exception:
+                    logger.exception("audit: flush at shutdown failed; retrying")
+                    await asyncio.sleep(0.5)
+            logger.error("audit: %s records could not be written at shutdown", len(self._pending))
+        finally:
+            if self._thread is not None:
+                await asyncio.get_running_loop().run_in_executor(
+                    self._thread, connections.close_all
+                )
+                self._thread.shutdown(wait=False)
+                self._thread = None
 
 
 audit_writer = AuditWriter()

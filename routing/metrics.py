@@ -1,6 +1,6 @@
 """Prometheus metrics of the request path (exported on /metrics with django-prometheus's)."""
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 REQUESTS = Counter(
     "gateway_requests_total", "Gateway API requests by endpoint and outcome", ["endpoint", "status"]
@@ -30,6 +30,20 @@ TOKENS = Counter("gateway_tokens_total", "Tokens by model and direction", ["mode
 COST = Counter("gateway_cost_usd_total", "Cost in USD by model", ["model"])
 AUDIT_PENDING_WRITES = Counter(
     "gateway_audit_records_written_total", "Audit records written to the database"
+)
+# Set by each process's audit writer; with PROMETHEUS_MULTIPROC_DIR, /metrics adds up the live
+# processes' values.
+AUDIT_PENDING = Gauge(
+    "gateway_audit_pending",
+    "Audit records queued in memory, not yet written",
+    multiprocess_mode="livesum",
+)
+AUDIT_WRITE_FAILURES = Counter(
+    "gateway_audit_write_failures_total",
+    "Audit writes that failed, by kind: unavailable (the database; the batch is kept), batch "
+    "(refused for its data; rows written one by one), row (written in reduced form), reduced "
+    "(parked as a dead letter), dead_letter (the record is lost)",
+    ["kind"],
 )
 ESCALATIONS = Counter(
     "gateway_escalations_total",

@@ -145,3 +145,24 @@ class AuditRecord(models.Model):
 
     def __str__(self) -> str:
         return self.request_id
+
+
+class AuditDeadLetter(models.Model):
+    """An audit row the database refused even in its reduced form (docs/adr/0007).
+
+    Kept as JSON text (made storable, so it always fits) until an admin writes it again.
+    """
+
+    request_id = models.CharField(max_length=64, db_index=True)
+    row = models.TextField(help_text="The queued row as JSON, with unstorable text replaced.")
+    error = models.TextField(help_text="Why the database refused the row, last time it was tried.")
+    created_at = models.DateTimeField(db_index=True)
+    retries = models.PositiveIntegerField(default=0)
+    last_retry_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "audit dead letter"
+
+    def __str__(self) -> str:
+        return self.request_id

@@ -311,6 +311,7 @@ async def _plan_and_admit(
     validators want a second opinion, that call's too: a budget that cannot cover both refuses
     the request before any upstream call.
     """
+    _refuse_when_audit_backlogged(job)
     try:
         snapshot, plan = await _plan(job)
         if second_opinion and plan:
@@ -344,6 +345,21 @@ async def _plan_and_admit(
         job.cache.hit.attempts = job.bill.attempts
         job.cache.hit.cost_usd = job.bill.cost_usd
     return snapshot, plan
+
+
+def _refuse_when_audit_backlogged(job: CompletionJob) -> None:
+    """503 ``audit_backlog`` while this process's audit queue is full: no answer it cannot record
+    (docs/adr/0007-audit-write-path.md)."""
+    if audit_writer.backlogged:
+        metrics.REQUESTS.labels(job.endpoint, "audit_backlog").inc()
+        raise router.RoutingError(
+            "The gateway cannot record more requests until its audit log catches up; "
+            "try again shortly.",
+            code="audit_backlog",
+            http_status=503,
+            attempts=[],
+            retry_after_s=audit_writer.retry_after_s,
+        )
 
 
 async def settle(job: CompletionJob) -> None:

@@ -18,6 +18,7 @@ from providers.health import (
 )
 
 from ..audit import audit_writer
+from ..audit_write import DEAD_LETTERS_KEY, dead_letters_count
 from ..config import current_snapshot
 from ..router import deployment_cool_key, provider_cool_key
 from .common import json_response
@@ -83,16 +84,50 @@ async def health(request: HttpRequest) -> HttpResponse:
             "models": sorted({d.public_name for d in snapshot.deployments if d.is_local}),
         }
     available = any(m["status"] == "available" for m in models)
+    audit = await _audit_section()
     return json_response(
         {
-            "status": "ok" if available else "degraded",
+            "status": "ok" if available and audit["status"] == "ok" else "degraded",
             "ollama": ollama,
             "queue": {"audit_pending": audit_writer.pending},
+            "audit": audit,
             "providers": providers,
             "models": models,
         },
         headers={"Cache-Control": "no-store"},
     )
+
+
+# The dead letters' count is kept in the shared state and counted again only when it is missing:
+# after a dead letter was parked or written again (both drop it) or once a minute.
+_DEAD_LETTERS_TTL_S = 60.0
+_dead_letters_known: int | None = None
+
+
+async def _audit_section() -> dict[str, Any]:
+    """This process's audit writer (docs/adr/0007) and the dead letters of every process."""
+    global _dead_letters_known
+    writer = audit_writer.health()
+    cached = await shared_state().aget(DEAD_LETTERS_KEY)
+    if cached is not None:
+        _dead_letters_known = int(cached)
+    elif writer.failing_since is None:  # no count while the database fails: not even a try
+        try:
+            _dead_letters_known = await sync_to_async(dead_letters_count)()
+            await shared_state().aset(
+                DEAD_LETTERS_KEY, str(_dead_letters_known), ttl=_DEAD_LETTERS_TTL_S
+            )
+        except Exception:  # noqa: BLE001 - /health answers whatever the database does
+            pass
+    return {
+        "status": writer.status,
+        "pending": writer.pending,
+        "max_pending": writer.max_pending,
+        "failing_since": writer.failing_since.isoformat() if writer.failing_since else None,
+        "last_error": writer.last_error or None,
+        "last_error_at": writer.last_error_at.isoformat() if writer.last_error_at else None,
+        "dead_letters": _dead_letters_known,
+    }
 
 
 def _check_database() -> None:
@@ -102,7 +137,7 @@ def _check_database() -> None:
 
 @api_endpoint("GET")
 async def ready(request: HttpRequest) -> HttpResponse:
-    """Ready when the database and the cache answer."""
+    """Ready when the database and the cache answer and the audit writer keeps up."""
     checks: dict[str, str] = {}
     try:
         await sync_to_async(_check_database)()
@@ -114,6 +149,8 @@ async def ready(request: HttpRequest) -> HttpResponse:
         checks["cache"] = "ok" if await sync_to_async(cache.get)("health:ready") == "1" else "error"
     except Exception as exc:  # noqa: BLE001
         checks["cache"] = f"error: {type(exc).__name__}"
+    not_ready = audit_writer.health().not_ready
+    checks["audit"] = f"error: {not_ready}" if not_ready else "ok"
     ok = all(v == "ok" for v in checks.values())
     return json_response(
         {"status": "ready" if ok else "not_ready", "checks": checks}, status=200 if ok else 503

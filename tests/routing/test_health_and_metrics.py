@@ -22,6 +22,7 @@ def test_health_reports_ollama_queue_and_models(gateway, setup):
     assert body["ollama"]["status"] == "up"
     assert body["ollama"]["models"] == ["sim-fast"]
     assert "audit_pending" in body["queue"]
+    assert body["audit"]["status"] == "ok" and body["audit"]["dead_letters"] == 0
     assert {m["name"]: m["status"] for m in body["models"]} == {
         "sim-fast": "available",
         "sim-medium": "available",
@@ -66,10 +67,14 @@ def test_a_provider_failing_its_health_checks_is_routed_around(gateway, setup):
 
 
 def test_ready_checks_database_and_cache(gateway):
-    """/health/ready answers 200 when the database and the cache work."""
+    """/health/ready answers 200 when the database and the cache work and the audit writer
+    keeps up."""
     response = httpx.get(f"{gateway.url}/health/ready")
     assert response.status_code == 200
-    assert response.json() == {"status": "ready", "checks": {"database": "ok", "cache": "ok"}}
+    assert response.json() == {
+        "status": "ready",
+        "checks": {"database": "ok", "cache": "ok", "audit": "ok"},
+    }
 
 
 def test_metrics_count_requests_and_attempts(gateway, setup):
