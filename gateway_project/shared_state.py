@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import threading
 import time
 import weakref
@@ -80,7 +81,9 @@ for i = 1, n do
     current = tonumber(current)
   end
   if weight > 0 then
-    current = current + math.floor(tonumber(redis.call('GET', KEYS[k + 2]) or '0') * weight)
+    -- Rounded up: a request of the previous window that still overlaps counts whole, so the
+    -- limit never opens up at a window's start.
+    current = current + math.ceil(tonumber(redis.call('GET', KEYS[k + 2]) or '0') * weight)
   end
   if current + amount > limit then
     local held = 0
@@ -166,7 +169,9 @@ class LocalState:
                     return Admission(status=MISSING, index=index, used=[])
                 total = int(current or 0)
                 if item.weight > 0:
-                    total += int(int(self._live(item.previous_key, now) or 0) * item.weight)
+                    # Rounded up, as in the Lua script: the limit never opens up.
+                    previous = int(self._live(item.previous_key, now) or 0)
+                    total += math.ceil(previous * item.weight)
                 limit = item.limit if item.strict else max(1, item.limit // divisor)
                 if total + item.amount > limit:
                     held = int(self._live(item.held_key, now) or 0) if item.held_key else 0

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from django.conf import settings
 
-from gateway_project.shared_state import LocalState, SharedState
+from gateway_project.shared_state import REFUSED, Counter, LocalState, SharedState
 
 
 def test_local_state_expires_keys():
@@ -53,3 +53,22 @@ async def test_failed_redis_is_not_retried_on_every_call(monkeypatch):
     monkeypatch.setattr(state, "_async", lambda: calls.append(1))
     assert await state.aget("k") == "v"
     assert calls == []
+
+
+@pytest.mark.parametrize("backend", ["local", "redis"])
+async def test_a_sliding_window_does_not_open_up_when_a_minute_turns(backend):
+    """Two requests of the last minute at a limit of 2 still hold the third back just after the
+    minute turned (the previous window's weighted count is rounded up, never down)."""
+    if backend == "redis" and not settings.REDIS_URL:
+        pytest.skip("needs REDIS_URL")
+    state = SharedState(settings.REDIS_URL if backend == "redis" else "")
+    await state.adelete("test:rpm:1", "test:rpm:0")
+    try:
+        assert await state.aadjust([("test:rpm:0", 2, 60)]) == [2]
+        counter = Counter(
+            key="test:rpm:1", amount=1, limit=2, ttl=60, previous_key="test:rpm:0", weight=0.99
+        )
+        refused = await state.aadmit([counter])
+        assert (refused.status, refused.used) == (REFUSED, [2])
+    finally:
+        await state.adelete("test:rpm:1", "test:rpm:0")
