@@ -36,6 +36,7 @@ from typing import Any
 from asgiref.sync import sync_to_async
 from django.conf import settings
 
+from gateway_project.api_errors import GatewayError
 from gateway_project.shared_state import ADMITTED, MISSING, Counter, shared_state
 from gateway_project.shared_state import Admission as SharedAdmission
 
@@ -48,17 +49,15 @@ WINDOW_S = 60
 ALERT_THRESHOLDS = (50, 80, 100)
 
 
-class LimitExceeded(Exception):
+class LimitExceeded(GatewayError):
     """A request over a limit: HTTP 429 with ``code``, ``Retry-After`` and rate-limit headers."""
 
     def __init__(
         self, code: str, message: str, *, retry_after_s: float, headers: dict[str, str]
     ) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.retry_after_s = retry_after_s
-        self.headers = headers
+        super().__init__(
+            message, http_status=429, code=code, headers=headers, retry_after_s=retry_after_s
+        )
 
 
 @dataclass(frozen=True, slots=True)

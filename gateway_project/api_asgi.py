@@ -23,7 +23,7 @@ from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpResponse, HttpResponseBase, StreamingHttpResponse
 from django.urls import Resolver404, get_resolver
 
-from .api_errors import ApiError, error_response
+from .api_errors import ApiError, GatewayError, error_response, internal_error
 
 logger = logging.getLogger(__name__)
 
@@ -39,18 +39,11 @@ class ClientDisconnected(Exception):
     pass
 
 
-class BodyRefused(Exception):
+class BodyRefused(GatewayError):
     """The request body cannot be read: too large (413) or too slow (408)."""
 
-    def __init__(self, status: int, message: str, code: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.code = code
-
-
-def _error(status: int, message: str, code: str) -> HttpResponse:
-    return error_response(ApiError(status, message, code=code))
+    def __init__(self, http_status: int, message: str, code: str) -> None:
+        super().__init__(message, http_status=http_status, code=code)
 
 
 def _declared_length(scope: Scope) -> int | None:
@@ -162,9 +155,7 @@ class ApiHandler:
         except ClientDisconnected:
             return
         except BodyRefused as refused:
-            await _send_whole(
-                _error(refused.status, refused.message, refused.code), send, close=True
-            )
+            await _send_whole(error_response(refused), send, close=True)
             return
         response = await self._respond(scope, body)
         if isinstance(response, StreamingHttpResponse):
@@ -177,11 +168,17 @@ class ApiHandler:
         try:
             request = ASGIRequest(scope, io.BytesIO(body))
         except UnicodeDecodeError:
-            return _error(400, "The request path or headers are not valid UTF-8.", "bad_request")
+            return error_response(
+                ApiError(
+                    400, "The request path or headers are not valid UTF-8.", code="bad_request"
+                )
+            )
         try:
             match = self._resolver.resolve(request.path_info)
         except Resolver404:
-            return _error(404, f"No endpoint at {request.path_info}.", "not_found")
+            return error_response(
+                ApiError(404, f"No endpoint at {request.path_info}.", code="not_found")
+            )
         try:
             if asyncio.iscoroutinefunction(match.func):
                 response: HttpResponseBase = await match.func(request, *match.args, **match.kwargs)
@@ -192,7 +189,7 @@ class ApiHandler:
                 )
         except Exception:
             logger.exception("unhandled error in %s", request.path_info)
-            return _error(500, "Internal error; the request was not completed.", "internal_error")
+            return error_response(internal_error())
         return response
 
 
@@ -213,7 +210,7 @@ class BodyGuard:
             return
         except BodyRefused as refused:
             response = HttpResponse(
-                f"{refused.message}\n", status=refused.status, content_type="text/plain"
+                f"{refused.message}\n", status=refused.http_status, content_type="text/plain"
             )
             await _send_whole(response, send, close=True)
             return

@@ -1,12 +1,17 @@
-"""The API's one error shape, and the one table from HTTP status to error ``type``.
+"""The product's one error base, the API's one error shape, and the one table from HTTP status to
+error ``type``.
 
-Every error the API answers (the lean ASGI handler, the async views, the DRF review endpoint) is
-built here, so the body always reads ``{"error": {"message", "type", "code", "param", ...}}`` with a
-``type`` that matches the status. See docs/adr/0014-hostile-input.md.
+Every error the API answers is a :class:`GatewayError` (or is made one here): the lean ASGI
+handler's body refusals, the async views' validation, the router's and the limits' refusals, the
+review decision API's conflicts. Each carries its HTTP status, code, message, ``param``, extra body
+fields and headers, and :func:`error_response` is the one place that turns it into HTTP, so the body
+always reads ``{"error": {"message", "type", "code", "param", ...}}`` with a ``type`` that matches
+the status. See docs/adr/0014-hostile-input.md and docs/adr/0017-layers.md.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import orjson
@@ -32,20 +37,61 @@ ERROR_TYPES: dict[int, str] = {
 REQUEST_ID_HEADER = "X-Gateway-Request-Id"
 
 
-def error_type(status: int) -> str:
+def error_type(http_status: int) -> str:
     """The ``type`` of an error with this HTTP status."""
-    known = ERROR_TYPES.get(status)
+    known = ERROR_TYPES.get(http_status)
     if known is not None:
         return known
-    return "invalid_request_error" if status < 500 else "api_error"
+    return "invalid_request_error" if http_status < 500 else "api_error"
 
 
-class ApiError(Exception):
-    """Raised anywhere in a view to answer with a JSON error."""
+class GatewayError(Exception):
+    """An error the gateway answers a caller with: raised by any layer, translated to HTTP once.
+
+    ``extra`` adds fields to the error body (``fields``, ``attempts``...); ``headers`` go on the
+    response, with ``Retry-After`` (whole seconds, rounded up) when ``retry_after_s`` is known.
+    Subclasses whose extra fields or headers depend on their own state override the properties.
+    """
 
     def __init__(
         self,
-        status: int,
+        message: str,
+        *,
+        http_status: int,
+        code: str,
+        param: str | None = None,
+        extra: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+        retry_after_s: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.http_status = http_status
+        self.code = code
+        self.param = param
+        self.retry_after_s = retry_after_s
+        self._extra = dict(extra or {})
+        self._headers = dict(headers or {})
+
+    @property
+    def extra(self) -> dict[str, Any]:
+        """Fields the error body carries besides message, type, code and param."""
+        return self._extra
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """The response's headers, ``Retry-After`` included when known."""
+        if self.retry_after_s is None:
+            return self._headers
+        return {**self._headers, "Retry-After": str(math.ceil(self.retry_after_s))}
+
+
+class ApiError(GatewayError):
+    """An error a view or the API's plumbing raises with the status and code it chooses."""
+
+    def __init__(
+        self,
+        http_status: int,
         message: str,
         *,
         code: str,
@@ -53,20 +99,37 @@ class ApiError(Exception):
         extra: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
     ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.code = code
-        self.param = param
-        self.extra = extra or {}
-        self.headers = headers or {}
+        super().__init__(
+            message, http_status=http_status, code=code, param=param, extra=extra, headers=headers
+        )
 
 
-def error_body(error: ApiError, *, request_id: str | None = None) -> dict[str, Any]:
+def invalid_fields(fields: dict[str, str]) -> ApiError:
+    """400 ``invalid_field``: each wrong field and what is wrong with it, in the message and in
+    ``fields``; ``param`` names the first."""
+    summary = "; ".join(f"{name}: {problem}" for name, problem in fields.items())
+    return ApiError(
+        400,
+        f"Invalid request: {summary}",
+        code="invalid_field",
+        param=next(iter(fields), None),
+        extra={"fields": fields},
+    )
+
+
+INTERNAL_ERROR_MESSAGE = "Internal error; the request was not completed."
+
+
+def internal_error() -> ApiError:
+    """500 ``internal_error``: what a caller is told of a failure it cannot act on."""
+    return ApiError(500, INTERNAL_ERROR_MESSAGE, code="internal_error")
+
+
+def error_body(error: GatewayError, *, request_id: str | None = None) -> dict[str, Any]:
     """``{"error": {...}}``; ``id`` names the request's audit record when it has one."""
     body: dict[str, Any] = {
         "message": error.message,
-        "type": error_type(error.status),
+        "type": error_type(error.http_status),
         "code": error.code,
         "param": error.param,
     }
@@ -76,16 +139,16 @@ def error_body(error: ApiError, *, request_id: str | None = None) -> dict[str, A
     return {"error": body}
 
 
-def error_response(error: ApiError, *, request_id: str | None = None) -> HttpResponse:
+def error_response(error: GatewayError, *, request_id: str | None = None) -> HttpResponse:
     """The error as an HTTP response, with its headers (and the request id, when assigned)."""
     headers = dict(error.headers)
-    if error.status == 401:
+    if error.http_status == 401:
         headers["WWW-Authenticate"] = "Bearer"
     if request_id:
         headers[REQUEST_ID_HEADER] = request_id
     return HttpResponse(
         orjson.dumps(error_body(error, request_id=request_id)),
-        status=error.status,
+        status=error.http_status,
         content_type="application/json",
         headers=headers or None,
     )

@@ -17,7 +17,7 @@ from django.http import Http404, HttpResponse
 from rest_framework import exceptions
 from rest_framework.parsers import BaseParser
 
-from .api_errors import ApiError, error_response
+from .api_errors import ApiError, GatewayError, error_response, invalid_fields
 from .json_body import parse_json_body
 
 
@@ -47,24 +47,14 @@ def _flatten(detail: Any) -> str:
 
 def exception_handler(exc: Exception, context: Mapping[str, Any]) -> HttpResponse | None:
     """DRF's exceptions (auth, parse, validation, method) and ours, in the gateway's shape."""
-    if isinstance(exc, ApiError):
+    if isinstance(exc, GatewayError):
         return error_response(exc)
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, PermissionDenied):
         exc = exceptions.PermissionDenied()
     if isinstance(exc, exceptions.ValidationError) and isinstance(exc.detail, dict):
-        fields = {name: _flatten(d) for name, d in exc.detail.items()}
-        summary = "; ".join(f"{name}: {text}" for name, text in fields.items())
-        return error_response(
-            ApiError(
-                400,
-                f"Invalid request: {summary}",
-                code="invalid_field",
-                param=next(iter(fields), None),
-                extra={"fields": fields},
-            )
-        )
+        return error_response(invalid_fields({n: _flatten(d) for n, d in exc.detail.items()}))
     if isinstance(exc, exceptions.APIException):
         codes = exc.get_codes()
         code = codes if isinstance(codes, str) else exc.default_code

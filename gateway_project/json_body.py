@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 from django.conf import settings
 
-from .api_errors import ApiError
+from .api_errors import ApiError, invalid_fields
 
 # The only way JSON can carry a NUL: a raw NUL byte is a control character orjson refuses.
 _NUL_ESCAPE = b"\\u0000"
@@ -99,12 +99,4 @@ def _check_value(data: Any, *, max_depth: int, find_nul: bool) -> None:
         elif find_nul and isinstance(value, str) and "\x00" in value:
             nul_paths.append(_path_text(path))
     if nul_paths:
-        fields = dict.fromkeys(nul_paths[:_MAX_REPORTED_FIELDS], NUL_MESSAGE)
-        summary = "; ".join(f"{name}: {text}" for name, text in fields.items())
-        raise ApiError(
-            400,
-            f"Invalid request: {summary}",
-            code="invalid_field",
-            param=nul_paths[0],
-            extra={"fields": fields},
-        )
+        raise invalid_fields(dict.fromkeys(nul_paths[:_MAX_REPORTED_FIELDS], NUL_MESSAGE))

@@ -17,12 +17,12 @@ from rest_framework.views import APIView
 
 from agents.authentication import HasReviewerScope, ReviewerKeyAuthentication
 from agents.models import ApiKey
-from gateway_project.api_errors import ApiError, error_response
+from gateway_project.api_errors import ApiError
 from routing.api.common import json_response
 
 from .models import ReviewItem
 from .selectors import review_decision_reason, review_item_pk
-from .services import AlreadyDecided, InvalidDecision, review_item_decide
+from .services import review_item_decide
 
 
 class ReviewDecisionSerializer(serializers.Serializer[dict[str, Any]]):
@@ -42,23 +42,18 @@ class ReviewDecisionSerializer(serializers.Serializer[dict[str, Any]]):
         return attrs
 
 
-def error(
-    http_status: int, message: str, *, code: str, param: str | None = None, **extra: Any
-) -> HttpResponse:
-    """The gateway's error shape, from its one builder (gateway_project/api_errors.py)."""
-    return error_response(ApiError(http_status, message, code=code, param=param, extra=extra))
-
-
-def _not_found(review_id: str) -> str:
+def _not_found(review_id: str) -> ApiError:
     if review_id.isdigit():
-        return f"No review item {review_id}."
-    # Never echo what is not an id (it may hold anything); a request's item is written by the
-    # audit writer within a second of its answer.
-    return (
-        "No review item for this id: give the review id (the request's id) that the completion "
-        "response returned, once it said a review was queued; its item is created within a "
-        "second of the answer."
-    )
+        message = f"No review item {review_id}."
+    else:
+        # Never echo what is not an id (it may hold anything); a request's item is written by
+        # the audit writer within a second of its answer.
+        message = (
+            "No review item for this id: give the review id (the request's id) that the "
+            "completion response returned, once it said a review was queued; its item is "
+            "created within a second of the answer."
+        )
+    return ApiError(404, message, code="review_not_found", param="id")
 
 
 class ReviewDecisionApi(APIView):
@@ -68,13 +63,15 @@ class ReviewDecisionApi(APIView):
     permission_classes = [HasReviewerScope]
 
     def post(self, request: Request, review_id: str) -> HttpResponse:
+        """A conflict (``AlreadyDecided``) or an incomplete decision (``InvalidDecision``) is a
+        ``GatewayError``: the project's DRF exception handler answers it."""
         serializer = ReviewDecisionSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         assert isinstance(request.auth, ApiKey)  # HasReviewerScope let it through
         item_id = review_item_pk(review_id=review_id)
         if item_id is None:
-            return error(404, _not_found(review_id), code="review_not_found", param="id")
+            raise _not_found(review_id)
         try:
             item = review_item_decide(
                 item_id=item_id,
@@ -84,18 +81,7 @@ class ReviewDecisionApi(APIView):
                 corrected_output=data["corrected_output"],
             )
         except ReviewItem.DoesNotExist:
-            return error(404, _not_found(review_id), code="review_not_found", param="id")
-        except AlreadyDecided as exc:
-            return error(
-                409,
-                str(exc),
-                code="already_decided",
-                status=exc.status,
-                decided_by=exc.decided_by,
-                decided_at=exc.decided_at.isoformat() if exc.decided_at else None,
-            )
-        except InvalidDecision as exc:
-            return error(400, str(exc), code="invalid_decision", param=exc.param)
+            raise _not_found(review_id) from None
         return json_response(
             {
                 "id": item.pk,

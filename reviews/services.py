@@ -21,6 +21,7 @@ from django.utils import timezone
 
 from agents.models import Agent, ApiKey
 from agents.services import KEY_PREFIX, api_key_hash
+from gateway_project.api_errors import GatewayError
 from gateway_project.webhooks import webhook_post
 
 from .models import CALLBACK_URL_MAX_LENGTH, PromptTemplate, ReviewEvent, ReviewItem
@@ -45,26 +46,34 @@ _NEW_STATUS: dict[str, str] = {
 }
 
 
-class AlreadyDecided(Exception):
-    """The item was decided by someone else first; nothing was changed."""
+class AlreadyDecided(GatewayError):
+    """The item was decided by someone else first; nothing was changed (409, saying by whom).
+    ``status`` is the item's status, the first decision."""
 
     def __init__(self, *, item_id: int, status: str, decided_by: str, decided_at: datetime | None):
-        self.item_id = item_id
-        self.status = status
-        self.decided_by = decided_by or "someone"
-        self.decided_at = decided_at
+        decided_by = decided_by or "someone"
         when = decided_at.strftime("%Y-%m-%d %H:%M:%S UTC") if decided_at else "an unknown time"
         super().__init__(
-            f"Review {item_id} was already decided ({status}) by {self.decided_by} at {when}."
+            f"Review {item_id} was already decided ({status}) by {decided_by} at {when}.",
+            http_status=409,
+            code="already_decided",
+            extra={
+                "status": status,
+                "decided_by": decided_by,
+                "decided_at": decided_at.isoformat() if decided_at else None,
+            },
         )
+        self.item_id = item_id
+        self.status = status
+        self.decided_by = decided_by
+        self.decided_at = decided_at
 
 
-class InvalidDecision(ValueError):
-    """The decision is incomplete (a rejection without reason, an empty correction...)."""
+class InvalidDecision(GatewayError):
+    """The decision is incomplete (a rejection without reason, an empty correction...): 400."""
 
     def __init__(self, message: str, *, param: str) -> None:
-        super().__init__(message)
-        self.param = param
+        super().__init__(message, http_status=400, code="invalid_decision", param=param)
 
 
 class CallbackRetryable(Exception):

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from django.conf import settings
 
+from gateway_project.api_errors import GatewayError
 from gateway_project.shared_state import shared_state
 from learning.gates import APPROVED
 from learning.validators import Confidence
@@ -55,13 +56,17 @@ SCOPE_HEADER = "X-Gateway-Cache-Scope"
 _SECONDS = re.compile(r"[0-9]{1,10}")
 
 
-class CacheDirectiveError(ValueError):
-    """A cache header (or body field) the gateway cannot read; ``param`` names it."""
+class CacheDirectiveError(GatewayError):
+    """A cache header (or body field) the gateway cannot read: 400 ``invalid_field`` naming it."""
 
-    def __init__(self, param: str, message: str) -> None:
-        super().__init__(message)
-        self.param = param
-        self.message = message
+    def __init__(self, param: str, problem: str) -> None:
+        super().__init__(
+            f"Invalid request: {problem}",
+            http_status=400,
+            code="invalid_field",
+            param=param,
+            extra={"fields": {param: problem}},
+        )
 
 
 @dataclass(slots=True)

@@ -26,6 +26,7 @@ from typing import Any, Protocol
 
 from django.conf import settings
 
+from gateway_project.api_errors import GatewayError
 from gateway_project.shared_state import shared_state
 from providers import quotas
 from providers.base import ChatRequest, ChatResult, ErrorClass, ProviderError, StreamChunk
@@ -80,8 +81,10 @@ class Attempt:
         return data
 
 
-class RoutingError(Exception):
-    """No deployment produced an answer. Carries the HTTP status and code the API returns."""
+class RoutingError(GatewayError):
+    """No deployment produced an answer: the API's status and code, and every attempt (in the
+    error body, so the caller sees what was tried). ``retry_after_s``: when some skipped model
+    should be back (a 503's ``Retry-After``); None when not known."""
 
     def __init__(
         self,
@@ -92,13 +95,12 @@ class RoutingError(Exception):
         attempts: list[Attempt],
         retry_after_s: float | None = None,
     ):
-        super().__init__(message)
-        self.message = message
-        self.code = code
-        self.http_status = http_status
+        super().__init__(message, http_status=http_status, code=code, retry_after_s=retry_after_s)
         self.attempts = attempts
-        # When some skipped model should be back (a 503's Retry-After); None: not known.
-        self.retry_after_s = retry_after_s
+
+    @property
+    def extra(self) -> dict[str, Any]:
+        return {"attempts": [a.as_dict() for a in self.attempts]}
 
 
 @dataclass(slots=True)

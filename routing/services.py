@@ -20,6 +20,7 @@ from django.utils import timezone
 from agents.limits import Admission, BudgetGuard, LimitExceeded, admit
 from agents.selectors import Caller
 from agents.spend import row_charges
+from gateway_project.api_errors import GatewayError
 from learning.validators import AnswerContext, Confidence, score_answer
 from providers import tokenizer
 from providers.base import ChatRequest, ChatResult, Message, Usage
@@ -46,9 +47,16 @@ AUTO_MODEL = "auto"
 _COUNT_INLINE_CHARS = 64 * 1024
 
 
-class UnknownModel(Exception):
+class UnknownModel(GatewayError):
+    """The request names a model that is neither a public model, a tier nor ``auto`` (404)."""
+
     def __init__(self, model: str) -> None:
-        super().__init__(model)
+        super().__init__(
+            f"The model '{model}' does not exist; GET /v1/models lists the models.",
+            http_status=404,
+            code="model_not_found",
+            param="model",
+        )
         self.model = model
 
 
@@ -153,13 +161,11 @@ async def _plan(job: CompletionJob) -> tuple[RoutingSnapshot, list[Deployment]]:
     return snapshot, plan
 
 
-class NotAllowed(Exception):
+class NotAllowed(GatewayError):
     """The caller's profile does not allow this request (HTTP 403)."""
 
     def __init__(self, message: str, *, param: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.param = param
+        super().__init__(message, http_status=403, code="not_allowed", param=param)
 
 
 def _check_allowed(caller: Caller, *, model: str, tier: str, requested: str) -> None:
@@ -222,7 +228,7 @@ async def classification_run(
     try:
         job.classification = await _classify(job, snapshot)
     except LimitExceeded as exc:
-        audit_failed(job, 429, exc.message)
+        audit_failed(job, exc.http_status, exc.message)
         raise
     finally:
         await settle(job)
@@ -324,17 +330,11 @@ async def _plan_and_admit(
                 if job.second_opinion_plan:
                     worst += _worst_case_usd(job.request, job.second_opinion_plan[0])
             await _admit(job, worst_cost_usd=worst, cached=job.cache.hit is not None)
-    except router.RoutingError as exc:
-        job.bill.record(exc.attempts)
+    except (router.RoutingError, NotAllowed, LimitExceeded) as exc:
+        # Refused: audited like any failed request (an unknown model is not: it names nothing).
+        if isinstance(exc, router.RoutingError):
+            job.bill.record(exc.attempts)
         audit_failed(job, exc.http_status, exc.message)
-        await settle(job)
-        raise
-    except NotAllowed as exc:
-        audit_failed(job, 403, exc.message)
-        await settle(job)
-        raise
-    except LimitExceeded as exc:
-        audit_failed(job, 429, exc.message)
         await settle(job)
         raise
     except BaseException:
@@ -532,7 +532,7 @@ async def _completion_attempts(
     except LimitExceeded as exc:
         # The budget could not cover any deployment: refused.
         await _stop(second)
-        audit_failed(job, 429, exc.message)
+        audit_failed(job, exc.http_status, exc.message)
         raise
     finally:
         await _stop(second)
@@ -629,7 +629,7 @@ async def completion_stream_open(job: CompletionJob) -> tuple[router.OpenStream,
         raise
     except LimitExceeded as exc:
         await settle(job)
-        audit_failed(job, 429, exc.message)
+        audit_failed(job, exc.http_status, exc.message)
         raise
     except BaseException:
         await settle(job)

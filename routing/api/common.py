@@ -21,23 +21,8 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 
 from agents.selectors import Caller, caller_for_key
-from gateway_project.api_errors import ERROR_TYPES, ApiError, error_response
+from gateway_project.api_errors import ApiError
 from gateway_project.json_body import parse_json_body
-
-__all__ = [
-    "ERROR_TYPES",
-    "FORBIDDEN_FIELDS",
-    "ApiError",
-    "assign_request_id",
-    "assigned_request_id",
-    "authenticate",
-    "deadline_from_now",
-    "error_response",
-    "json_response",
-    "looks_like_request_id",
-    "new_request_id",
-    "read_json_object",
-]
 
 # Fields that would make the gateway call an address or credentials chosen by the caller.
 FORBIDDEN_FIELDS = frozenset(

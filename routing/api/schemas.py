@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal, TypeVar
 from django.conf import settings
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from gateway_project.api_errors import invalid_fields
 from gateway_project.outbound import (
     OutboundError,
     aresolve_target,
@@ -22,7 +23,6 @@ from gateway_project.outbound import (
 from providers.base import Message
 
 from ..classify import valid_task_type
-from .common import ApiError
 
 ROLE_ALIASES = {"system": "system", "developer": "system", "user": "user", "assistant": "assistant"}
 
@@ -236,14 +236,7 @@ def parse_request(model: type[M], data: dict[str, Any]) -> M:
                 loc, message = (*loc, *part.path), part.message
             name = ".".join(str(item) for item in loc) or "body"
             fields.setdefault(name, message)
-        summary = "; ".join(f"{name}: {text}" for name, text in fields.items())
-        raise ApiError(
-            400,
-            f"Invalid request: {summary}",
-            code="invalid_field",
-            param=next(iter(fields)),
-            extra={"fields": fields},
-        ) from None
+        raise invalid_fields(fields) from None
 
 
 async def callback_url_resolves(url: str) -> None:
@@ -253,10 +246,4 @@ async def callback_url_resolves(url: str) -> None:
     try:
         await aresolve_target(outbound_target(url))
     except OutboundError as exc:
-        raise ApiError(
-            400,
-            f"Invalid request: callback_url: {exc.reason}",
-            code="invalid_field",
-            param="callback_url",
-            extra={"fields": {"callback_url": exc.reason}},
-        ) from None
+        raise invalid_fields({"callback_url": exc.reason}) from None

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
@@ -19,12 +18,19 @@ from asgiref.sync import sync_to_async
 from django.http import HttpRequest, HttpResponse, HttpResponseBase, StreamingHttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from agents.limits import LimitExceeded
 from agents.selectors import Caller
+from gateway_project.api_errors import (
+    ApiError,
+    GatewayError,
+    error_body,
+    error_response,
+    internal_error,
+    invalid_fields,
+)
 from providers.base import ChatRequest, Message, ProviderError, Usage
 
 from .. import metrics, router
-from ..cache import CacheDirectiveError, RequestCache, request_cache
+from ..cache import request_cache
 from ..classify import valid_task_type
 from ..config import RoutingSnapshot, current_snapshot
 from ..selectors import completion_status, review_queued
@@ -32,8 +38,6 @@ from ..services import (
     AUTO_MODEL,
     TIER_ALIASES,
     CompletionJob,
-    NotAllowed,
-    UnknownModel,
     audit_completed,
     classification_run,
     completion_run,
@@ -43,12 +47,10 @@ from ..services import (
     stream_outcome,
 )
 from .common import (
-    ApiError,
     assign_request_id,
     assigned_request_id,
     authenticate,
     deadline_from_now,
-    error_response,
     json_response,
     looks_like_request_id,
     read_json_object,
@@ -76,7 +78,9 @@ LANGUAGE_NAMES = {
 
 
 def api_endpoint(method: str) -> Callable[[View], View]:
-    """Method check, CSRF exemption (bearer auth, no cookies) and the JSON error contract."""
+    """Method check, CSRF exemption (bearer auth, no cookies) and the JSON error contract: every
+    ``GatewayError`` a view lets through is answered in the gateway's error shape
+    (gateway_project/api_errors.py), anything else as a logged 500."""
 
     def decorate(view: View) -> View:
         @csrf_exempt
@@ -88,60 +92,17 @@ def api_endpoint(method: str) -> Callable[[View], View]:
                 )
             try:
                 return await view(request, *args, **kwargs)
-            except ApiError as error:
+            except GatewayError as error:
                 failure = error
-            except NotAllowed as exc:
-                failure = ApiError(403, exc.message, code="not_allowed", param=exc.param)
-            except LimitExceeded as exc:
-                headers = {**exc.headers, "Retry-After": str(math.ceil(exc.retry_after_s))}
-                failure = ApiError(429, exc.message, code=exc.code, headers=headers)
             except Exception:
                 logger.exception("unhandled error in %s", request.path)
-                failure = ApiError(
-                    500, "Internal error; the request was not completed.", code="internal_error"
-                )
+                failure = internal_error()
             # Once the request has an id (and so an audit record), its errors name it.
             return error_response(failure, request_id=assigned_request_id(request))
 
         return wrapper
 
     return decorate
-
-
-def _routing_error(exc: router.RoutingError) -> ApiError:
-    retry_after = exc.retry_after_s
-    return ApiError(
-        exc.http_status,
-        exc.message,
-        code=exc.code,
-        extra={"attempts": [a.as_dict() for a in exc.attempts]},
-        headers={"Retry-After": str(math.ceil(retry_after))} if retry_after else None,
-    )
-
-
-def _unknown_model(exc: UnknownModel) -> ApiError:
-    return ApiError(
-        404,
-        f"The model '{exc.model}' does not exist; GET /v1/models lists the models.",
-        code="model_not_found",
-        param="model",
-    )
-
-
-def _cache_directives(
-    request: HttpRequest, *, ttl_s: int | None = None, scope: str = ""
-) -> RequestCache:
-    """The request's response cache directives (headers; the native body's fields win)."""
-    try:
-        return request_cache(request.headers, ttl_s=ttl_s, scope=scope)
-    except CacheDirectiveError as exc:
-        raise ApiError(
-            400,
-            f"Invalid request: {exc.message}",
-            code="invalid_field",
-            param=exc.param,
-            extra={"fields": {exc.param: exc.message}},
-        ) from None
 
 
 def _cache_headers(job: CompletionJob) -> dict[str, str]:
@@ -162,13 +123,7 @@ async def completion_create(request: HttpRequest) -> HttpResponse:
     if data.callback_url:
         await callback_url_resolves(data.callback_url)
     if not data.input and not data.messages:
-        raise ApiError(
-            400,
-            "Invalid request: input: give input or messages",
-            code="invalid_field",
-            param="input",
-            extra={"fields": {"input": "give input or messages"}},
-        )
+        raise invalid_fields({"input": "give input or messages"})
     messages: list[Message] = list(data.messages)
     language = data.language.strip()
     if language and language.lower() != "auto":
@@ -197,14 +152,9 @@ async def completion_create(request: HttpRequest) -> HttpResponse:
         tier=data.tier,
         task_type=data.task_type,
         metadata=metadata,
-        cache=_cache_directives(request, ttl_s=data.cache_ttl, scope=data.cache_scope),
+        cache=request_cache(request.headers, ttl_s=data.cache_ttl, scope=data.cache_scope),
     )
-    try:
-        outcome = await completion_run(job)
-    except UnknownModel as exc:
-        raise _unknown_model(exc) from None
-    except router.RoutingError as exc:
-        raise _routing_error(exc) from None
+    outcome = await completion_run(job)
     audit_completed(job, outcome)
     best = outcome.best
     latency_ms = int((time.monotonic() - job.started) * 1000)
@@ -283,7 +233,7 @@ def _chat_job(request: HttpRequest, caller: Caller, data: ChatCompletionRequest)
         task_type=task_type,
         stream=data.stream,
         metadata=metadata,
-        cache=_cache_directives(request),
+        cache=request_cache(request.headers),
     )
 
 
@@ -297,12 +247,7 @@ async def chat_completions(request: HttpRequest) -> HttpResponseBase:
     if job.stream:
         include_usage = bool((data.stream_options or {}).get("include_usage"))
         return await _chat_stream(job, headers, include_usage)
-    try:
-        outcome = await completion_run(job)
-    except UnknownModel as exc:
-        raise _unknown_model(exc) from None
-    except router.RoutingError as exc:
-        raise _routing_error(exc) from None
+    outcome = await completion_run(job)
     audit_completed(job, outcome)
     best = outcome.best
     metrics.REQUEST_LATENCY.labels("chat").observe(time.monotonic() - job.started)
@@ -341,12 +286,7 @@ async def chat_completions(request: HttpRequest) -> HttpResponseBase:
 async def _chat_stream(
     job: CompletionJob, headers: dict[str, str], include_usage: bool
 ) -> StreamingHttpResponse:
-    try:
-        opened, snapshot = await completion_stream_open(job)
-    except UnknownModel as exc:
-        raise _unknown_model(exc) from None
-    except router.RoutingError as exc:
-        raise _routing_error(exc) from None
+    opened, snapshot = await completion_stream_open(job)
     metrics.REQUEST_LATENCY.labels("chat_stream").observe(time.monotonic() - job.started)
     response = StreamingHttpResponse(
         _sse_events(job, snapshot, opened, include_usage), content_type="text/event-stream"
@@ -439,7 +379,7 @@ async def _sse_events(
         status, error = "failed", f"stream interrupted: {exc.message}"
         opened.attempt.outcome = "interrupted"
         opened.attempt.error_class = str(exc.error_class)
-        body = {"error": {"message": error, "type": "upstream_error", "code": "stream_interrupted"}}
+        body = error_body(ApiError(502, error, code="stream_interrupted"))
         yield b"data: " + orjson.dumps(body) + b"\n\n"
     finally:
         closer = getattr(opened.chunks, "aclose", None)
