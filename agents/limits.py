@@ -39,6 +39,13 @@ from django.conf import settings
 from gateway_project.api_errors import GatewayError
 from gateway_project.shared_state import ADMITTED, MISSING, Counter, shared_state
 from gateway_project.shared_state import Admission as SharedAdmission
+from gateway_project.state_keys import (
+    agent_rate_key,
+    budget_alert_key,
+    budget_held_key,
+    budget_key,
+    budget_period_id,
+)
 
 from .selectors import BudgetRef, Caller
 
@@ -114,7 +121,7 @@ class Admission:
                 limit=ref.limit_nano,
                 ttl=ttl,
                 strict=True,
-                held_key=held_key(key),
+                held_key=budget_held_key(key),
             )
             for ref, key, ttl in self.budgets
         ]
@@ -160,7 +167,7 @@ class Admission:
         if spent:
             for _, key, ttl in self.budgets:
                 deltas.append((key, cost - self.reserved_nano, ttl))
-                deltas.append((held_key(key), -self.reserved_nano, ttl))
+                deltas.append((budget_held_key(key), -self.reserved_nano, ttl))
         if not deltas:
             return
         values = await shared_state().aadjust(deltas)
@@ -243,8 +250,8 @@ def _rates(caller: Caller, now: float) -> list[_Rate]:
     rates = []
     for name, limit in (("requests", caller.rpm_limit), ("tokens", caller.tpm_limit)):
         if limit:
-            key = f"rl:{caller.agent}:{name}:{window}"
-            previous = f"rl:{caller.agent}:{name}:{window - 1}"
+            key = agent_rate_key(caller.agent, name, window)
+            previous = agent_rate_key(caller.agent, name, window - 1)
             rates.append(_Rate(name, limit, key, previous, weight, elapsed))
     return rates
 
@@ -270,16 +277,6 @@ def _period(period: str, now: datetime) -> tuple[str, datetime, datetime]:
     return day.strftime("%Y%m%d"), day, day + timedelta(days=1)
 
 
-def _budget_key(ref: BudgetRef, period_id: str) -> str:
-    return f"budget:{ref.id}:{ref.revision}:{period_id}"
-
-
-def held_key(budget_key: str) -> str:
-    """The counter of a budget's reservations not yet settled: the budget's counter minus this
-    is its settled spend."""
-    return budget_key + ":held"
-
-
 # --- admission ----------------------------------------------------------------------------
 
 
@@ -298,7 +295,9 @@ async def admit(
     for ref in () if cached else caller.budgets:
         period_id, _, end = _period(ref.period, now)
         # Kept a day past the period's end: late settlements still land on it.
-        budgets.append((ref, _budget_key(ref, period_id), (end - now).total_seconds() + 86400))
+        budgets.append(
+            (ref, budget_key(ref.id, ref.revision, period_id), (end - now).total_seconds() + 86400)
+        )
     if not rates and not budgets:
         return Admission(caller=caller)
     amount = _nano(worst_cost_usd)
@@ -320,7 +319,7 @@ async def admit(
             limit=ref.limit_nano,
             ttl=ttl,
             strict=True,
-            held_key=held_key(key),
+            held_key=budget_held_key(key),
         )
         for ref, key, ttl in budgets
     ]
@@ -406,7 +405,7 @@ async def _load_budget(ref: BudgetRef, key: str, ttl: float, now: datetime) -> N
         left = max(0, ref.limit_nano - spent)
         others = left - left // processes
     if await state.aadd(key, str(spent + others), ttl) and others:
-        await state.aadjust([(held_key(key), others, ttl)])
+        await state.aadjust([(budget_held_key(key), others, ttl)])
 
 
 # --- alerts -------------------------------------------------------------------------------
@@ -421,7 +420,7 @@ async def _check_alerts(values: list[tuple[BudgetRef, str, int, int]]) -> None:
     for ref, key, spent, reserved in values:
         share = 100.0 * spent / ref.limit_nano if ref.limit_nano else 100.0
         for threshold in ALERT_THRESHOLDS:
-            alert_key = f"alert:{key}:{threshold}"
+            alert_key = budget_alert_key(key, threshold)
             if share < threshold or alert_key in _alerted:
                 continue
             if len(_alerted) > 10_000:
@@ -441,7 +440,7 @@ async def _raise_alert(ref: BudgetRef, key: str, threshold: int, spent: int, res
         usd(ref.limit_nano / NANO),
         usd(reserved / NANO),
     )
-    period_id = key.rsplit(":", 1)[1]
+    period_id = budget_period_id(key)
     await sync_to_async(_enqueue_alert, thread_sensitive=False)(
         ref.id, period_id, threshold, spent, reserved
     )

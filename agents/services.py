@@ -20,7 +20,8 @@ from .models import Agent, ApiKey, Budget, BudgetAlert
 
 logger = logging.getLogger(__name__)
 
-KEY_PREFIX = "gwk-"
+# What every raw API key starts with, so a leaked one is recognisable (secret scanners, logs).
+API_KEY_PREFIX = "gwk-"
 
 
 def api_key_hash(raw_key: str) -> str:
@@ -34,7 +35,7 @@ def api_key_create(
 ) -> tuple[ApiKey, str]:
     """Create a key for the agent (created if new); returns the record and the raw key, once."""
     agent, _ = Agent.objects.get_or_create(name=agent_name)
-    raw_key = KEY_PREFIX + secrets.token_urlsafe(32)
+    raw_key = API_KEY_PREFIX + secrets.token_urlsafe(32)
     key = ApiKey.objects.create(
         agent=agent,
         label=label,

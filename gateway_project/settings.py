@@ -140,7 +140,8 @@ if REDIS_URL:
         "default": {
             "BACKEND": "django.core.cache.backends.redis.RedisCache",
             "LOCATION": REDIS_URL,
-            "KEY_PREFIX": os.environ.get("GATEWAY_KEY_PREFIX", "gw"),
+            # Apart from the shared state's "gw:" namespace (gateway_project/state_keys.py).
+            "KEY_PREFIX": os.environ.get("GATEWAY_KEY_PREFIX", "gw-cache"),
         }
     }
     CELERY_BROKER_URL = REDIS_URL

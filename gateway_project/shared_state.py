@@ -23,9 +23,10 @@ from typing import Any
 
 from django.conf import settings
 
+from .state_keys import SHARED_STATE_NAMESPACE
+
 logger = logging.getLogger(__name__)
 
-KEY_PREFIX = "gw:"
 REDIS_RETRY_AFTER_S = 5.0
 
 ADMITTED, REFUSED, MISSING = "admitted", "refused", "missing"
@@ -352,7 +353,7 @@ class SharedState:
         if not self.uses_redis:
             return self.local.get_many(keys)
         try:
-            values = await self._async().mget([KEY_PREFIX + k for k in keys])
+            values = await self._async().mget([SHARED_STATE_NAMESPACE + k for k in keys])
             return [v.decode() if v is not None else None for v in values]
         except Exception as exc:  # noqa: BLE001 - any Redis failure degrades to local state
             self._redis_failed(exc)
@@ -367,7 +368,9 @@ class SharedState:
             self.local.set(key, value, ttl)
             return
         try:
-            await self._async().set(KEY_PREFIX + key, value, px=int(ttl * 1000) if ttl else None)
+            await self._async().set(
+                SHARED_STATE_NAMESPACE + key, value, px=int(ttl * 1000) if ttl else None
+            )
         except Exception as exc:  # noqa: BLE001
             self._redis_failed(exc)
             self.local.set(key, value, ttl)
@@ -379,7 +382,9 @@ class SharedState:
             return self.local.add(key, value, ttl)
         try:
             return bool(
-                await self._async().set(KEY_PREFIX + key, value, px=int(ttl * 1000), nx=True)
+                await self._async().set(
+                    SHARED_STATE_NAMESPACE + key, value, px=int(ttl * 1000), nx=True
+                )
             )
         except Exception as exc:  # noqa: BLE001
             self._redis_failed(exc)
@@ -392,8 +397,8 @@ class SharedState:
             return self.local.incr(key, ttl)
         try:
             pipe = self._async().pipeline()
-            pipe.incr(KEY_PREFIX + key)
-            pipe.pexpire(KEY_PREFIX + key, int(ttl * 1000), nx=True)
+            pipe.incr(SHARED_STATE_NAMESPACE + key)
+            pipe.pexpire(SHARED_STATE_NAMESPACE + key, int(ttl * 1000), nx=True)
             count, _ = await pipe.execute()
             return int(count)
         except Exception as exc:  # noqa: BLE001
@@ -411,9 +416,9 @@ class SharedState:
         keys, args = [], []
         for item in items:
             keys += [
-                KEY_PREFIX + item.key,
-                KEY_PREFIX + (item.previous_key or item.key),
-                KEY_PREFIX + (item.held_key or item.key),
+                SHARED_STATE_NAMESPACE + item.key,
+                SHARED_STATE_NAMESPACE + (item.previous_key or item.key),
+                SHARED_STATE_NAMESPACE + (item.held_key or item.key),
             ]
             args += [
                 item.amount,
@@ -447,8 +452,8 @@ class SharedState:
         try:
             pipe = self._async().pipeline(transaction=True)
             for key, delta, ttl in deltas:
-                pipe.incrby(KEY_PREFIX + key, delta)
-                pipe.pexpire(KEY_PREFIX + key, int(ttl * 1000))
+                pipe.incrby(SHARED_STATE_NAMESPACE + key, delta)
+                pipe.pexpire(SHARED_STATE_NAMESPACE + key, int(ttl * 1000))
             results = await pipe.execute()
         except Exception as exc:  # noqa: BLE001
             self._redis_failed(exc)
@@ -461,7 +466,7 @@ class SharedState:
             self.local.delete(*keys)
             return
         try:
-            await self._async().delete(*[KEY_PREFIX + k for k in keys])
+            await self._async().delete(*[SHARED_STATE_NAMESPACE + k for k in keys])
         except Exception as exc:  # noqa: BLE001
             self._redis_failed(exc)
             self.local.delete(*keys)
@@ -473,7 +478,7 @@ class SharedState:
         if not self.uses_redis:
             return self.local_values.get(key)
         try:
-            value = await self._async().get(KEY_PREFIX + key)
+            value = await self._async().get(SHARED_STATE_NAMESPACE + key)
         except Exception as exc:  # noqa: BLE001
             self._redis_failed(exc)
             return self.local_values.get(key)
@@ -484,7 +489,7 @@ class SharedState:
             self.local_values.set(key, value, ttl)
             return
         try:
-            await self._async().set(KEY_PREFIX + key, value, px=max(1, int(ttl * 1000)))
+            await self._async().set(SHARED_STATE_NAMESPACE + key, value, px=max(1, int(ttl * 1000)))
         except Exception as exc:  # noqa: BLE001
             import redis.exceptions
 
@@ -503,7 +508,7 @@ class SharedState:
         if not self.uses_redis:
             return self.local_values.get(key)
         try:
-            value = self._sync().get(KEY_PREFIX + key)
+            value = self._sync().get(SHARED_STATE_NAMESPACE + key)
         except Exception as exc:  # noqa: BLE001
             self._redis_failed(exc)
             return self.local_values.get(key)
@@ -514,7 +519,7 @@ class SharedState:
         if not self.uses_redis:
             return
         try:
-            self._sync().delete(*[KEY_PREFIX + k for k in keys])
+            self._sync().delete(*[SHARED_STATE_NAMESPACE + k for k in keys])
         except Exception as exc:  # noqa: BLE001
             self._redis_failed(exc)
 
@@ -524,7 +529,9 @@ class SharedState:
         deleted = self.local_values.delete_prefix(prefix)
         if not self.uses_redis:
             return deleted
-        pattern = KEY_PREFIX + "".join("\\" + c if c in "*?[]\\" else c for c in prefix) + "*"
+        pattern = (
+            SHARED_STATE_NAMESPACE + "".join("\\" + c if c in "*?[]\\" else c for c in prefix) + "*"
+        )
         try:
             client = self._sync()
             batch: list[bytes] = []
@@ -544,7 +551,7 @@ class SharedState:
         if not self.uses_redis:
             return self.local.get_many([key])[0]
         try:
-            value = self._sync().get(KEY_PREFIX + key)
+            value = self._sync().get(SHARED_STATE_NAMESPACE + key)
             return value.decode() if value is not None else None
         except Exception as exc:  # noqa: BLE001
             self._redis_failed(exc)
@@ -555,7 +562,9 @@ class SharedState:
             self.local.set(key, value, ttl)
             return
         try:
-            self._sync().set(KEY_PREFIX + key, value, px=int(ttl * 1000) if ttl else None)
+            self._sync().set(
+                SHARED_STATE_NAMESPACE + key, value, px=int(ttl * 1000) if ttl else None
+            )
         except Exception as exc:  # noqa: BLE001
             self._redis_failed(exc)
             self.local.set(key, value, ttl)
@@ -565,7 +574,7 @@ class SharedState:
         if not self.uses_redis:
             return self.local.incr(key, ttl=10 * 365 * 86400)
         try:
-            return int(self._sync().incr(KEY_PREFIX + key))
+            return int(self._sync().incr(SHARED_STATE_NAMESPACE + key))
         except Exception as exc:  # noqa: BLE001
             self._redis_failed(exc)
             return self.local.incr(key, ttl=10 * 365 * 86400)
@@ -575,7 +584,7 @@ class SharedState:
             self.local.delete(*keys)
             return
         try:
-            self._sync().delete(*[KEY_PREFIX + k for k in keys])
+            self._sync().delete(*[SHARED_STATE_NAMESPACE + k for k in keys])
         except Exception as exc:  # noqa: BLE001
             self._redis_failed(exc)
             self.local.delete(*keys)
@@ -588,7 +597,7 @@ class SharedState:
         self._redis_down_until = 0.0
         if self.uses_redis:
             client = self._sync()
-            keys = list(client.scan_iter(match=KEY_PREFIX + "*", count=1000))
+            keys = list(client.scan_iter(match=SHARED_STATE_NAMESPACE + "*", count=1000))
             if keys:
                 client.delete(*keys)
 

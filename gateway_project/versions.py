@@ -20,6 +20,7 @@ from pathlib import Path
 from django.conf import settings
 
 from .shared_state import shared_state
+from .state_keys import version_key
 
 logger = logging.getLogger(__name__)
 
@@ -29,9 +30,9 @@ _WARN_EVERY_S = 60.0
 class SharedVersion:
     """One named version: ``aget`` on the request path, ``bump`` after a committed change."""
 
-    def __init__(self, name: str, *, redis_key: str = "") -> None:
+    def __init__(self, name: str) -> None:
         self.name = name
-        self.redis_key = redis_key or f"version:{name}"
+        self.redis_key = version_key(name)
         self.file_name = f"{name}.version"
         self._last_warning = 0.0
 

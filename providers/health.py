@@ -21,6 +21,11 @@ from django.conf import settings
 from django.utils import timezone
 
 from gateway_project.shared_state import shared_state
+from gateway_project.state_keys import (
+    HEALTH_CHECK_CLAIM_KEY,
+    provider_failed_checks_key,
+    provider_health_key,
+)
 
 if TYPE_CHECKING:
     from routing.config import Deployment
@@ -28,18 +33,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-def health_key(provider_id: int) -> str:
-    """The last check's report of a provider (JSON), for ``/health`` and the admin."""
-    return f"health:p:{provider_id}"
-
-
-def failed_checks_key(provider_id: int) -> str:
-    """How many health checks of a provider failed in a row (absent: none)."""
-    return f"health:fails:p:{provider_id}"
-
-
 def failed_checks_count(value: str | None) -> int:
-    """The count stored under ``failed_checks_key`` (0 when absent or unreadable)."""
+    """The count stored under ``provider_failed_checks_key`` (0 when absent or unreadable)."""
     try:
         return int(value or 0)
     except ValueError:
@@ -91,13 +86,15 @@ async def probe_providers() -> dict[str, dict[str, Any]]:
     if not results:
         return {}
     state = shared_state()
-    previous = await state.aget_many([failed_checks_key(p) for p, _ in results])
+    previous = await state.aget_many([provider_failed_checks_key(p) for p, _ in results])
     report = {}
     for (provider_id, status), before in zip(results, previous, strict=True):
         if status["status"] == "down":
             failed = failed_checks_count(before) + 1
             status["failed_checks"] = failed
-            await state.aset(failed_checks_key(provider_id), str(failed), _failed_checks_ttl())
+            await state.aset(
+                provider_failed_checks_key(provider_id), str(failed), _failed_checks_ttl()
+            )
             if down_by_health_checks(failed) and not down_by_health_checks(failed - 1):
                 logger.warning(
                     "provider %s failed %s health checks in a row: routing skips it while "
@@ -107,8 +104,10 @@ async def probe_providers() -> dict[str, dict[str, Any]]:
                     status.get("error") or "no 2xx answer",
                 )
         elif before:
-            await state.adelete(failed_checks_key(provider_id))
-        await state.aset(health_key(provider_id), orjson.dumps(status).decode(), interval * 3)
+            await state.adelete(provider_failed_checks_key(provider_id))
+        await state.aset(
+            provider_health_key(provider_id), orjson.dumps(status).decode(), interval * 3
+        )
         report[status["name"]] = status
     return report
 
@@ -120,7 +119,7 @@ async def health_loop() -> None:
         return
     while True:
         try:
-            if await shared_state().aadd("health:claim", "1", interval * 0.9):
+            if await shared_state().aadd(HEALTH_CHECK_CLAIM_KEY, "1", interval * 0.9):
                 await probe_providers()
         except asyncio.CancelledError:
             raise
@@ -130,5 +129,5 @@ async def health_loop() -> None:
 
 
 async def provider_health(provider_ids: list[int]) -> dict[int, dict[str, Any] | None]:
-    values = await shared_state().aget_many([health_key(p) for p in provider_ids])
+    values = await shared_state().aget_many([provider_health_key(p) for p in provider_ids])
     return {p: (orjson.loads(v) if v else None) for p, v in zip(provider_ids, values, strict=True)}

@@ -14,6 +14,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from gateway_project.shared_state import ADMITTED, Counter, shared_state
+from gateway_project.state_keys import daily_requests_key, daily_tokens_key
 
 NO_LIMIT = 2**62
 """The limit of a counter that only counts (a provider with a token quota but no request quota)."""
@@ -29,14 +30,6 @@ def seconds_left_today(now: datetime | None = None) -> float:
     now = now or datetime.now(UTC)
     midnight = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
     return max(1.0, (midnight - now).total_seconds())
-
-
-def requests_key(provider_id: int, day: str) -> str:
-    return f"dq:p:{provider_id}:{day}:r"
-
-
-def tokens_key(provider_id: int, day: str) -> str:
-    return f"dq:p:{provider_id}:{day}:t"
 
 
 def refusal(
@@ -75,7 +68,7 @@ async def admit_call(
     ttl = seconds_left_today()
     counters = [
         Counter(
-            key=requests_key(provider_id, day),
+            key=daily_requests_key(provider_id, day),
             amount=1,
             limit=NO_LIMIT if request_quota is None else request_quota,
             ttl=ttl,
@@ -84,7 +77,7 @@ async def admit_call(
     if token_quota is not None:
         counters.append(
             Counter(
-                key=tokens_key(provider_id, day),
+                key=daily_tokens_key(provider_id, day),
                 amount=0,
                 limit=token_quota - tokens_needed,
                 ttl=ttl,
@@ -115,13 +108,15 @@ async def add_tokens(provider_id: int, tokens: int) -> None:
     """Add an answer's tokens to today's count."""
     if tokens > 0:
         day = utc_day()
-        await shared_state().aadjust([(tokens_key(provider_id, day), tokens, seconds_left_today())])
+        await shared_state().aadjust(
+            [(daily_tokens_key(provider_id, day), tokens, seconds_left_today())]
+        )
 
 
 def usage_today(provider_id: int) -> tuple[int, int]:
     """Today's (calls, tokens) of a provider, for the admin (sync API)."""
     state = shared_state()
     day = utc_day()
-    calls = state.get(requests_key(provider_id, day))
-    tokens = state.get(tokens_key(provider_id, day))
+    calls = state.get(daily_requests_key(provider_id, day))
+    tokens = state.get(daily_tokens_key(provider_id, day))
     return int(calls or 0), int(tokens or 0)

@@ -7,7 +7,14 @@ import time
 import orjson
 
 from gateway_project.shared_state import shared_state
+from gateway_project.state_keys import (
+    provider_cooldown_key,
+    provider_failed_checks_key,
+    provider_health_key,
+    upstream_limits_key,
+)
 
+from .health import down_by_health_checks, failed_checks_count
 from .quotas import usage_today
 from .ratelimits import RateLimits
 
@@ -15,20 +22,16 @@ from .ratelimits import RateLimits
 def provider_runtime_status(*, provider_id: int) -> str:
     """A short line for the admin: key rejected, cooling down, or the last health check (and
     the failed checks in a row, which routing counts)."""
-    from routing.router import provider_cool_key
-
-    from .health import down_by_health_checks, failed_checks_count, failed_checks_key, health_key
-
     state = shared_state()
-    cooling = state.get(provider_cool_key(provider_id))
+    cooling = state.get(provider_cooldown_key(provider_id))
     if cooling:
         return cooling
-    health = state.get(health_key(provider_id))
+    health = state.get(provider_health_key(provider_id))
     if not health:
         return "not checked yet"
     check = orjson.loads(health)
     line = f"{check.get('status', 'unknown')} ({check.get('latency_ms', '?')} ms)"
-    failed = failed_checks_count(state.get(failed_checks_key(provider_id)))
+    failed = failed_checks_count(state.get(provider_failed_checks_key(provider_id)))
     if failed:
         line += f", {failed} failed check{'s' if failed != 1 else ''} in a row"
         if down_by_health_checks(failed):
@@ -54,8 +57,6 @@ def provider_quota_usage(
 def upstream_limits_status(*, provider_id: int, upstream_model: str) -> str:
     """What the upstream's rate-limit headers last said when a limit was running low, e.g.
     "requests 0/30 (back in 12s)"; "" when nothing is recorded."""
-    from routing.router import upstream_limits_key
-
     raw = shared_state().get(upstream_limits_key(provider_id, upstream_model))
     limits = RateLimits.decode(raw) if raw else None
     if limits is None:

@@ -28,6 +28,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from gateway_project.shared_state import shared_state
+from gateway_project.state_keys import AUDIT_DEAD_LETTERS_KEY
 
 from . import metrics
 from .models import AuditDeadLetter, AuditRecord
@@ -35,8 +36,6 @@ from .storable import json_text, storable_json, storable_text
 
 logger = logging.getLogger("routing.audit")
 
-# The dead letters' count as /health shows it, dropped whenever it changes (routing/api/health.py).
-DEAD_LETTERS_KEY = "audit:dead_letters"
 # The reduced form keeps this many attempts and validator results, and strings this long in them
 # and in the metadata (a callback URL is at most 2000 characters).
 _REDUCED_MAX_ITEMS = 50
@@ -497,7 +496,7 @@ def dead_letter_park(row: dict[str, Any], error: str) -> None:
         error=error,
         created_at=timezone.now(),
     )
-    shared_state().delete(DEAD_LETTERS_KEY)
+    shared_state().delete(AUDIT_DEAD_LETTERS_KEY)
 
 
 def dead_letters_count() -> int:
@@ -560,7 +559,7 @@ def audit_dead_letters_retry(*, ids: Iterable[int]) -> DeadLetterRetry:
         letter.last_retry_at = timezone.now()
         letter.save(update_fields=["error", "retries", "last_retry_at"])
         refused += 1
-    shared_state().delete(DEAD_LETTERS_KEY)
+    shared_state().delete(AUDIT_DEAD_LETTERS_KEY)
     return DeadLetterRetry(written=written, refused=refused)
 
 

@@ -31,6 +31,11 @@ from django.conf import settings
 
 from gateway_project.api_errors import GatewayError
 from gateway_project.shared_state import shared_state
+from gateway_project.state_keys import (
+    RESPONSE_CACHE_PREFIX,
+    response_cache_key,
+    task_type_answers_prefix,
+)
 from learning.gates import APPROVED
 from learning.validators import Confidence
 from learning.validators.base import ValidatorResult
@@ -46,8 +51,6 @@ logger = logging.getLogger(__name__)
 
 HIT, MISS, BYPASS = "hit", "miss", "bypass"
 SCOPE_AGENT, SCOPE_PROJECT = "agent", "project"
-# Shared-state keys are ``rc:<task type>:<sha256>``: a task type's answers can be cleared together.
-KEY_PREFIX = "rc:"
 # Bumped when the key material or the entry format changes: old entries are then never read.
 FORMAT = 1
 
@@ -172,7 +175,7 @@ def cache_key(
         "language": str(job.metadata.get("language") or "").strip().lower(),
     }
     digest = hashlib.sha256(orjson.dumps(material, option=orjson.OPT_SORT_KEYS)).hexdigest()
-    return f"{KEY_PREFIX}{job.task_type}:{digest}"
+    return response_cache_key(job.task_type, digest)
 
 
 def _scope(job: CompletionJob) -> str:
@@ -396,7 +399,7 @@ def evict_answer(request_id: str) -> bool:
     )
     info = metadata.get("cache") if isinstance(metadata, dict) else None
     key = info.get("key") if isinstance(info, dict) else None
-    if not isinstance(key, str) or not key.startswith(KEY_PREFIX):
+    if not isinstance(key, str) or not key.startswith(RESPONSE_CACHE_PREFIX):
         return False
     state = shared_state()
     entry = _entry(state.get_value(key))
@@ -410,7 +413,11 @@ def evict_answer(request_id: str) -> bool:
 
 def clear(task_types: Iterable[str] | None = None) -> int:
     """Remove the cached answers of these task types (all when None); returns how many."""
-    prefixes = [KEY_PREFIX] if task_types is None else [f"{KEY_PREFIX}{t}:" for t in task_types]
+    prefixes = (
+        [RESPONSE_CACHE_PREFIX]
+        if task_types is None
+        else [task_type_answers_prefix(t) for t in task_types]
+    )
     state = shared_state()
     removed = sum(state.delete_values_matching(prefix) for prefix in prefixes)
     metrics.CACHE_WRITES.labels("cleared").inc(removed)

@@ -32,9 +32,8 @@ from learning.validators.base import ValidatorSetting
 from providers.base import Message, Target
 from providers.models import TIER_ORDER, FallbackChainEntry, ModelDeployment, Provider, Tier
 
-CONFIG_VERSION_KEY = "routing:config_version"
 # Without Redis the version lives in a file under settings.DATA_DIR (gateway_project/versions.py).
-CONFIG_VERSION = SharedVersion("routing-config", redis_key=CONFIG_VERSION_KEY)
+CONFIG_VERSION = SharedVersion("routing-config")
 CONFIG_VERSION_FILE = CONFIG_VERSION.file_name
 
 

@@ -28,9 +28,18 @@ from django.conf import settings
 
 from gateway_project.api_errors import GatewayError
 from gateway_project.shared_state import shared_state
+from gateway_project.state_keys import (
+    daily_requests_key,
+    daily_tokens_key,
+    deployment_cooldown_key,
+    deployment_failures_key,
+    provider_cooldown_key,
+    provider_failed_checks_key,
+    upstream_limits_key,
+)
 from providers import quotas
 from providers.base import ChatRequest, ChatResult, ErrorClass, ProviderError, StreamChunk
-from providers.health import down_by_health_checks, failed_checks_count, failed_checks_key
+from providers.health import down_by_health_checks, failed_checks_count
 from providers.models import TIER_ORDER
 from providers.ratelimits import TOKEN_KINDS, TOKENS, RateLimits, needs_for
 
@@ -175,22 +184,6 @@ def estimate_tokens(request: ChatRequest) -> int:
 # --- shared health state -------------------------------------------------------------------
 
 
-# Shared-state keys of routing health, used here and by /health and the admin.
-
-
-def deployment_cool_key(deployment_id: int) -> str:
-    return f"cool:d:{deployment_id}"
-
-
-def provider_cool_key(provider_id: int) -> str:
-    return f"cool:p:{provider_id}"
-
-
-def upstream_limits_key(provider_id: int, upstream_model: str) -> str:
-    """What an upstream's rate-limit headers last said about one of its models (RateLimits)."""
-    return f"rl:{provider_id}:{upstream_model}"
-
-
 @dataclass(slots=True)
 class _PlanState:
     """What the shared state says about a plan's deployments, read in one round trip."""
@@ -232,15 +225,15 @@ async def _read_plan_state(plan: list[Deployment]) -> _PlanState:
         dict.fromkeys(upstream_limits_key(d.provider_id, d.upstream_model) for d in plan)
     )
     quota_providers = sorted({d.provider_id for d in plan if _has_daily_quota(d)})
-    keys = [deployment_cool_key(d.id) for d in plan]
-    keys += [provider_cool_key(p) for p in provider_ids] + [
-        failed_checks_key(p) for p in provider_ids
+    keys = [deployment_cooldown_key(d.id) for d in plan]
+    keys += [provider_cooldown_key(p) for p in provider_ids] + [
+        provider_failed_checks_key(p) for p in provider_ids
     ]
     keys += limit_keys
     if quota_providers:
         day = quotas.utc_day()
         for p in quota_providers:
-            keys += [quotas.requests_key(p, day), quotas.tokens_key(p, day)]
+            keys += [daily_requests_key(p, day), daily_tokens_key(p, day)]
     values = await shared_state().aget_many_cached(
         tuple(keys), settings.GATEWAY["SHARED_STATE_READ_CACHE_S"]
     )
@@ -300,7 +293,9 @@ def _health_panic(
 
 async def _cool_down(d: Deployment, seconds: float) -> None:
     """Skip ``d`` for ``seconds`` on every process; the value says until when."""
-    await shared_state().aset(deployment_cool_key(d.id), f"{time.time() + seconds:.3f}", seconds)
+    await shared_state().aset(
+        deployment_cooldown_key(d.id), f"{time.time() + seconds:.3f}", seconds
+    )
 
 
 def _cooldown_end(value: object) -> float | None:
@@ -451,7 +446,7 @@ async def _record_failure(d: Deployment, error: ProviderError) -> bool:
     _recently_failed.add(d.id)
     if error.error_class == ErrorClass.AUTH:
         await state.aset(
-            provider_cool_key(d.provider_id),
+            provider_cooldown_key(d.provider_id),
             f"API key rejected (HTTP {error.status_code})",
             gw["AUTH_FAILURE_COOLDOWN_S"],
         )
@@ -469,10 +464,10 @@ async def _record_failure(d: Deployment, error: ProviderError) -> bool:
     if error.retry_after and error.retry_after > gw["RETRY_AFTER_CAP_S"]:
         await _cool_down(d, min(error.retry_after, gw["MAX_COOLDOWN_S"]))
         return True
-    failures = await state.aincr(f"fail:d:{d.id}", gw["COOLDOWN_S"])
+    failures = await state.aincr(deployment_failures_key(d.id), gw["COOLDOWN_S"])
     if failures >= gw["FAILURE_THRESHOLD"]:
         await _cool_down(d, gw["COOLDOWN_S"])
-        await state.adelete(f"fail:d:{d.id}")
+        await state.adelete(deployment_failures_key(d.id))
         logger.warning(
             "deployment %s/%s cooled down after %s failures",
             d.provider_name,
@@ -488,12 +483,12 @@ async def _record_success(d: Deployment, seconds: float, state: _PlanState) -> N
     _latency_ewma[d.id] = seconds if previous is None else previous * 0.8 + seconds * 0.2
     if d.id in _recently_failed:
         _recently_failed.discard(d.id)
-        await shared_state().adelete(f"fail:d:{d.id}")
+        await shared_state().adelete(deployment_failures_key(d.id))
     if state.failed_checks.get(d.provider_id):
         # An answer is better evidence than a probe: clear the failed checks on every process.
         # Only here is the shared state written; a healthy provider costs no extra round trip.
         state.failed_checks[d.provider_id] = 0
-        await shared_state().adelete(failed_checks_key(d.provider_id))
+        await shared_state().adelete(provider_failed_checks_key(d.provider_id))
 
 
 def _backoff(retry: int) -> float:

@@ -10,17 +10,17 @@ from django.db import connection
 from django.http import HttpRequest, HttpResponse
 
 from gateway_project.shared_state import shared_state
-from providers.health import (
-    down_by_health_checks,
-    failed_checks_count,
-    failed_checks_key,
-    provider_health,
+from gateway_project.state_keys import (
+    AUDIT_DEAD_LETTERS_KEY,
+    deployment_cooldown_key,
+    provider_cooldown_key,
+    provider_failed_checks_key,
 )
+from providers.health import down_by_health_checks, failed_checks_count, provider_health
 
 from ..audit import audit_writer
-from ..audit_write import DEAD_LETTERS_KEY, dead_letters_count
+from ..audit_write import dead_letters_count
 from ..config import current_snapshot
-from ..router import deployment_cool_key, provider_cool_key
 from .common import json_response
 from .views import api_endpoint
 
@@ -32,9 +32,9 @@ async def health(request: HttpRequest) -> HttpResponse:
     provider_ids = sorted({d.provider_id for d in snapshot.deployments})
     checks = await provider_health(provider_ids)
     cooling = await shared_state().aget_many(
-        [deployment_cool_key(d.id) for d in snapshot.deployments]
-        + [provider_cool_key(p) for p in provider_ids]
-        + [failed_checks_key(p) for p in provider_ids]
+        [deployment_cooldown_key(d.id) for d in snapshot.deployments]
+        + [provider_cooldown_key(p) for p in provider_ids]
+        + [provider_failed_checks_key(p) for p in provider_ids]
     )
     n, m = len(snapshot.deployments), len(provider_ids)
     provider_cool = dict(zip(provider_ids, cooling[n : n + m], strict=True))
@@ -108,14 +108,14 @@ async def _audit_section() -> dict[str, Any]:
     """This process's audit writer (docs/adr/0007) and the dead letters of every process."""
     global _dead_letters_known
     writer = audit_writer.health()
-    cached = await shared_state().aget(DEAD_LETTERS_KEY)
+    cached = await shared_state().aget(AUDIT_DEAD_LETTERS_KEY)
     if cached is not None:
         _dead_letters_known = int(cached)
     elif writer.failing_since is None:  # no count while the database fails: not even a try
         try:
             _dead_letters_known = await sync_to_async(dead_letters_count)()
             await shared_state().aset(
-                DEAD_LETTERS_KEY, str(_dead_letters_known), ttl=_DEAD_LETTERS_TTL_S
+                AUDIT_DEAD_LETTERS_KEY, str(_dead_letters_known), ttl=_DEAD_LETTERS_TTL_S
             )
         except Exception:  # noqa: BLE001 - /health answers whatever the database does
             pass

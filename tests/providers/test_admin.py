@@ -5,6 +5,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
+from gateway_project.state_keys import provider_cooldown_key
 from providers.models import FallbackChainEntry, Provider
 
 pytestmark = pytest.mark.django_db
@@ -91,9 +92,9 @@ def test_rejected_key_shows_in_the_provider_list(admin_client):
     from gateway_project.shared_state import shared_state
 
     provider = Provider.objects.get(name="local-ollama")
-    shared_state().set(f"cool:p:{provider.id}", "API key rejected (HTTP 401)", 60)
+    shared_state().set(provider_cooldown_key(provider.id), "API key rejected (HTTP 401)", 60)
     try:
         listing = admin_client.get("/admin/providers/provider/")
         assert b"API key rejected (HTTP 401)" in listing.content
     finally:
-        shared_state().delete(f"cool:p:{provider.id}")
+        shared_state().delete(provider_cooldown_key(provider.id))

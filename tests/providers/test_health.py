@@ -16,7 +16,7 @@ from django.conf import settings
 from factories import SimSetup, new_api_key, sim_setup
 
 from gateway_project.shared_state import shared_state
-from providers import health
+from gateway_project.state_keys import provider_failed_checks_key
 from providers.health import probe_providers
 from providers.models import ModelDeployment
 from providers.selectors import provider_runtime_status
@@ -206,7 +206,7 @@ def test_a_real_success_clears_the_mark_for_every_process(gateway, start_gateway
     key = new_api_key()
 
     assert first_attempt(ask(url_a, key))["detail"] == PANIC
-    assert shared_state().get(health.failed_checks_key(setup.ollama.pk)) is None
+    assert shared_state().get(provider_failed_checks_key(setup.ollama.pk)) is None
     time.sleep(settings.GATEWAY["SHARED_STATE_READ_CACHE_S"] + 0.1)
     assert first_attempt(ask(url_b, key)) == {
         "provider": "sim-ollama", "model": "sim-fast", "tier": "fast", "outcome": "ok"

@@ -12,9 +12,9 @@ from django.urls import reverse
 
 from agents.models import SpendRollup
 from gateway_project.shared_state import shared_state
+from gateway_project.state_keys import AUDIT_DEAD_LETTERS_KEY
 from reviews.models import ReviewItem
 from routing.audit import AuditWriter
-from routing.audit_write import DEAD_LETTERS_KEY
 from routing.models import AuditDeadLetter, AuditRecord
 from routing.storable import json_text
 
@@ -71,7 +71,7 @@ def test_the_list_and_a_dead_letter_render_read_only(admin_client):
 def test_writing_again_removes_what_is_written_and_keeps_what_is_still_refused(admin_client):
     """The action writes each selected row (record, rollup and review item together) and removes
     its dead letter; a row still refused stays with its error and one more retry counted."""
-    shared_state().set(DEAD_LETTERS_KEY, "2")
+    shared_state().set(AUDIT_DEAD_LETTERS_KEY, "2")
     (good, row), bad = writable("call-fixed"), parked(request_id="call-still-bad")
     response = admin_client.post(
         reverse(CHANGELIST),
@@ -90,7 +90,7 @@ def test_writing_again_removes_what_is_written_and_keeps_what_is_still_refused(a
     bad.refresh_from_db()
     assert bad.retries == 1 and bad.last_retry_at is not None
     assert bad.error.startswith("ValidationError")
-    assert shared_state().get(DEAD_LETTERS_KEY) is None  # /health counts again
+    assert shared_state().get(AUDIT_DEAD_LETTERS_KEY) is None  # /health counts again
 
 
 def test_only_those_allowed_to_change_dead_letters_may_write_them_again():

@@ -13,11 +13,11 @@ from factories import DeploymentFactory, ProviderFactory, new_api_key, sim_setup
 from test_processes import needs_redis
 
 from gateway_project.shared_state import shared_state
+from gateway_project.state_keys import deployment_cooldown_key, upstream_limits_key
 from providers.models import ModelDeployment, Provider
 from providers.quotas import seconds_left_today, usage_today
 from providers.services import fallback_chain_set
 from routing.config import routing_config_changed
-from routing.router import deployment_cool_key, upstream_limits_key
 
 
 @pytest.fixture
@@ -208,7 +208,7 @@ def test_a_longer_retry_after_still_cools_the_deployment_down(gateway, key, simu
             ("ext-b", "ok"),
         ]
         # The cooldown key says until when: Retry-After's 30 s from now.
-        until = float(shared_state().get(deployment_cool_key(first.id)) or 0)
+        until = float(shared_state().get(deployment_cooldown_key(first.id)) or 0)
         assert until == pytest.approx(time.time() + 30, abs=3)
         again = ask(gateway.url, key, tier="external")
         assert again["attempts"][0]["outcome"] == "skipped"  # cooling down, no call
