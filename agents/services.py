@@ -29,21 +29,34 @@ def api_key_hash(raw_key: str) -> str:
     return hashlib.sha256(raw_key.encode()).hexdigest()
 
 
-@transaction.atomic
-def api_key_create(
-    *, agent_name: str, label: str = "", expires_at: datetime | None = None
+def api_key_mint(
+    *,
+    agent: Agent,
+    label: str = "",
+    scope: str = ApiKey.Scope.AGENT,
+    expires_at: datetime | None = None,
 ) -> tuple[ApiKey, str]:
-    """Create a key for the agent (created if new); returns the record and the raw key, once."""
-    agent, _ = Agent.objects.get_or_create(name=agent_name)
+    """The one place a key is made: 256 random bits behind ``API_KEY_PREFIX``, stored as its
+    hash with its first characters to recognise it; returns the record and the raw key, once."""
     raw_key = API_KEY_PREFIX + secrets.token_urlsafe(32)
     key = ApiKey.objects.create(
         agent=agent,
         label=label,
         prefix=raw_key[:12],
         key_hash=api_key_hash(raw_key),
+        scope=scope,
         expires_at=expires_at,
     )
     return key, raw_key
+
+
+@transaction.atomic
+def api_key_create(
+    *, agent_name: str, label: str = "", expires_at: datetime | None = None
+) -> tuple[ApiKey, str]:
+    """Create a key for the agent (created if new); returns the record and the raw key, once."""
+    agent, _ = Agent.objects.get_or_create(name=agent_name)
+    return api_key_mint(agent=agent, label=label, expires_at=expires_at)
 
 
 def api_key_revoke(*, key: ApiKey) -> None:

@@ -20,7 +20,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from agents.models import Agent, ApiKey
-from agents.services import API_KEY_PREFIX, api_key_hash
+from agents.services import api_key_mint
 from gateway_project.api_errors import GatewayError
 from gateway_project.webhooks import webhook_post
 
@@ -338,12 +338,6 @@ def reviewer_api_key_create(*, username: str) -> tuple[ApiKey, str]:
         name=f"reviewer-{username}"[:100],
         defaults={"description": f"Review decision API keys of {username}"},
     )
-    raw_key = API_KEY_PREFIX + secrets.token_urlsafe(32)
-    key = ApiKey.objects.create(
-        agent=agent,
-        label=f"reviewer {username}"[:100],
-        prefix=raw_key[:12],
-        key_hash=api_key_hash(raw_key),
-        scope=ApiKey.Scope.REVIEWER,
+    return api_key_mint(
+        agent=agent, label=f"reviewer {username}"[:100], scope=ApiKey.Scope.REVIEWER
     )
-    return key, raw_key
