@@ -149,8 +149,8 @@ class Admission:
         """Count what a finished call really cost."""
         self.committed_nano += _nano(cost_usd)
 
-    def guard(self, prompt_bytes: int, max_output_tokens: int) -> BudgetGuard | None:
-        return BudgetGuard(self, prompt_bytes, max_output_tokens) if self.budgets else None
+    def guard(self, prompt_tokens_at_most: int, max_output_tokens: int) -> BudgetGuard | None:
+        return BudgetGuard(self, prompt_tokens_at_most, max_output_tokens) if self.budgets else None
 
     async def settle(self, *, cost_usd: float, tokens: int) -> None:
         """Replace the reservation by the real cost and the token estimate by the real count."""
@@ -189,15 +189,17 @@ class BudgetGuard:
     and commits what the answer really cost.
     """
 
-    def __init__(self, admission: Admission, prompt_bytes: int, max_output_tokens: int) -> None:
+    def __init__(
+        self, admission: Admission, prompt_tokens_at_most: int, max_output_tokens: int
+    ) -> None:
         self.admission = admission
-        self.prompt_bytes = prompt_bytes
+        self.prompt_tokens_at_most = prompt_tokens_at_most
         self.max_output_tokens = max_output_tokens
         self.refusal: Exception | None = None
         self.holding_nano = 0
 
     def worst_case_usd(self, deployment: Any) -> float:
-        return float(deployment.cost_usd(self.prompt_bytes, self.max_output_tokens))
+        return float(deployment.cost_usd(self.prompt_tokens_at_most, self.max_output_tokens))
 
     async def __call__(self, deployment: Any) -> str | None:
         self.admission.release(self.holding_nano)

@@ -1,4 +1,10 @@
-"""Token counts for answers whose provider reported no usage.
+"""Token counts: the cheap estimate of the request path, and the real count billing falls back on.
+
+The request path guesses before any answer exists (the context-window check, the TPM and quota
+reservations, an upstream's count when it reported none): :func:`estimate_tokens`, about four
+characters a token, is the one formula for those guesses, and :func:`estimate_prompt_tokens` adds
+a chat prompt's framing to it. Budgets reserve against a bound instead, never a guess:
+:func:`prompt_tokens_at_most`, the prompt's bytes (a token is at least one byte).
 
 Providers normally report usage and the gateway bills from it. Some do not (an OpenAI-compatible
 server that ignores ``stream_options``, Ollama when it reuses a cached prompt, a stream the client
@@ -6,7 +12,7 @@ dropped before the last chunk); then cost is estimated by counting tokens with a
 vocabulary (``cl100k_base`` by default, setting ``GATEWAY_TOKENIZER``). The vocabulary takes about
 100 MB and half a second to load, so it is loaded on the first estimate, in a thread, never at
 start-up and never on the event loop. Without it (``GATEWAY_TOKENIZER=none``, or the package
-missing) the count falls back to about four characters a token.
+missing) the count falls back to the cheap estimate.
 docs/adr/0013-token-estimates.md.
 """
 
@@ -26,6 +32,9 @@ logger = logging.getLogger(__name__)
 # three and three for its chat models); close enough for the others.
 TOKENS_PER_MESSAGE = 3
 TOKENS_FOR_REPLY = 3
+CHARS_PER_TOKEN = 4
+# The most bytes a message's framing can add to the budget's bound of a prompt.
+FRAMING_BYTES_PER_MESSAGE = 8
 HEURISTIC = "heuristic"
 # Pieces this long can never exceed the tokenizer's per-call limits (200 000 tokens, a million
 # characters): a character is at most four bytes and a token at least one.
@@ -77,8 +86,25 @@ def _pieces(text: str) -> Iterable[str]:
         yield text[start : start + _PIECE_CHARS]
 
 
-def heuristic_count(text: str) -> int:
-    return (len(text) + 3) // 4
+def chars_to_tokens(chars: int) -> int:
+    """The cheap estimate for a text of ``chars`` characters (rounded up)."""
+    return -(-chars // CHARS_PER_TOKEN)
+
+
+def estimate_tokens(text: str) -> int:
+    """The request path's one guess of a text's tokens: about four characters a token."""
+    return chars_to_tokens(len(text))
+
+
+def estimate_prompt_tokens(contents: Iterable[str]) -> int:
+    """A chat prompt's tokens, guessed: each message's estimate and framing, and the reply's."""
+    return TOKENS_FOR_REPLY + sum(TOKENS_PER_MESSAGE + estimate_tokens(c) for c in contents)
+
+
+def prompt_tokens_at_most(contents: Iterable[str]) -> int:
+    """A bound no tokenizer exceeds for a chat prompt: its UTF-8 bytes (a token is at least one
+    byte) and the framing's. What budgets reserve a call's prompt at (docs/adr/0012)."""
+    return sum(len(c.encode()) + FRAMING_BYTES_PER_MESSAGE for c in contents)
 
 
 class TokenCounter:
@@ -92,11 +118,13 @@ class TokenCounter:
         if not text:
             return 0
         if self._encoding is None:
-            return heuristic_count(text)
+            return estimate_tokens(text)
         return sum(len(self._encoding.encode_ordinary(piece)) for piece in _pieces(text))
 
     def messages(self, contents: Iterable[str]) -> int:
         """A chat prompt: each message's content plus its framing, plus the reply's priming."""
+        if self._encoding is None:
+            return estimate_prompt_tokens(contents)
         total = TOKENS_FOR_REPLY
         for content in contents:
             total += TOKENS_PER_MESSAGE + self.text(content)

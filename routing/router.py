@@ -42,6 +42,7 @@ from providers.base import ChatRequest, ChatResult, ErrorClass, ProviderError, S
 from providers.health import down_by_health_checks, failed_checks_count
 from providers.models import TIER_ORDER
 from providers.ratelimits import TOKEN_KINDS, TOKENS, RateLimits, needs_for
+from providers.tokenizer import chars_to_tokens, estimate_prompt_tokens, estimate_tokens
 
 from . import metrics
 from .clients import adapter_for_deployment
@@ -174,11 +175,6 @@ def plan_route(
         ordered = list(in_tier) if name == "external" else _weighted_order(in_tier)
         plan.extend(d for d in ordered if d.id not in seen)
     return plan
-
-
-def estimate_tokens(request: ChatRequest) -> int:
-    """A cheap upper-ish estimate of prompt tokens (about four characters a token)."""
-    return sum(len(m.content) for m in request.messages) // 4 + 4 * len(request.messages) + 1
 
 
 # --- shared health state -------------------------------------------------------------------
@@ -414,7 +410,9 @@ class _TokenCountingStream(AsyncGenerator[StreamChunk, None]):
             self._counted = True
             usage = self._usage
             reported = usage.input_tokens + usage.output_tokens if usage is not None else 0
-            await quotas.add_tokens(self._provider_id, reported or self._prompt + self._chars // 4)
+            await quotas.add_tokens(
+                self._provider_id, reported or self._prompt + chars_to_tokens(self._chars)
+            )
 
     async def asend(self, value: None) -> StreamChunk:
         try:
@@ -537,7 +535,7 @@ async def _walk(
             attempts=attempts,
         )
     gw = settings.GATEWAY
-    prompt_tokens = estimate_tokens(request)
+    prompt_tokens = estimate_prompt_tokens(m.content for m in request.messages)
     needs = needs_for(prompt_tokens, request.max_tokens)
     needed = needs[TOKENS]
     state = await _read_plan_state(plan)
@@ -645,7 +643,7 @@ async def _walk(
                     await quotas.add_tokens(
                         d.provider_id,
                         usage.input_tokens + usage.output_tokens
-                        or prompt_tokens + len(result.text) // 4,
+                        or prompt_tokens + estimate_tokens(result.text),
                     )
                 return Completed(result, d, attempts)
             except ProviderError as error:

@@ -273,7 +273,8 @@ async def _admit(job: CompletionJob, *, worst_cost_usd: float, cached: bool = Fa
     # The router's guard reserves more before any further call (a fallback, an escalation).
     job.admission = await admit(
         caller,
-        tokens=router.estimate_tokens(request) + (request.max_tokens or 0),
+        tokens=tokenizer.estimate_prompt_tokens(m.content for m in request.messages)
+        + (request.max_tokens or 0),
         worst_cost_usd=worst_cost_usd if caller.budgets else 0.0,
     )
 
@@ -282,11 +283,11 @@ def _worst_case_usd(request: ChatRequest, deployment: Deployment) -> float:
     """The most one call can cost: the prompt's bytes as tokens (a token is at least a byte)
     and ``max_tokens`` of output."""
     max_out = request.max_tokens or settings.GATEWAY["BUDGET_MAX_OUTPUT_TOKENS"]
-    return deployment.cost_usd(_prompt_bytes(request), max_out)
+    return deployment.cost_usd(_prompt_tokens_at_most(request), max_out)
 
 
-def _prompt_bytes(request: ChatRequest) -> int:
-    return sum(len(m.content.encode()) + 8 for m in request.messages)
+def _prompt_tokens_at_most(request: ChatRequest) -> int:
+    return tokenizer.prompt_tokens_at_most(m.content for m in request.messages)
 
 
 def budget_guard(job: CompletionJob, request: ChatRequest | None = None) -> BudgetGuard | None:
@@ -296,7 +297,7 @@ def budget_guard(job: CompletionJob, request: ChatRequest | None = None) -> Budg
         return None
     request = request or job.request
     max_out = request.max_tokens or settings.GATEWAY["BUDGET_MAX_OUTPUT_TOKENS"]
-    return job.admission.guard(_prompt_bytes(request), max_out)
+    return job.admission.guard(_prompt_tokens_at_most(request), max_out)
 
 
 def _second_opinion_plan(snapshot: RoutingSnapshot, job: CompletionJob) -> list[Deployment]:

@@ -159,3 +159,18 @@ def test_stream_the_client_dropped_is_billed_for_what_it_received(gateway, setup
     assert record.tokens_out == count.text(record.output) > 0
     assert float(record.cost_usd) > 0
     assert record.metadata["usage_estimated"]["parts"] == ["input", "output"]
+
+
+def test_the_cheap_estimate_is_one_formula_everywhere(settings):
+    """The request path's guess (context window, TPM, quotas) and the tokenizer's fallback are the
+    same estimate; the budget's bound is the prompt's bytes, never below it."""
+    settings.GATEWAY = {**settings.GATEWAY, "TOKENIZER": "none"}
+    contents = ["Explain backpressure.", "ünïcødé " * 20, ""]
+    assert tokenizer.estimate_tokens("x" * 41) == 11  # about four characters a token, rounded up
+    fallback = tokenizer.counter()
+    assert fallback.text(contents[1]) == tokenizer.estimate_tokens(contents[1])
+    assert fallback.messages(contents) == tokenizer.estimate_prompt_tokens(contents)
+    bound = tokenizer.prompt_tokens_at_most(contents)
+    assert bound >= tokenizer.estimate_prompt_tokens(contents)
+    real = tokenizer.TokenCounter(tokenizer._load("cl100k_base")).messages(contents)
+    assert bound >= real
