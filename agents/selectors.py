@@ -5,17 +5,14 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db.models import Q
 
-from gateway_project.versions import SharedVersion
+from gateway_project.versions import ACCESS_VERSION
 
 from .models import ApiKey, Budget
 from .services import api_key_hash
-
-# Bumped after any change to agents, keys, projects or budgets (agents.signals): every process
-# drops its cached callers within ``ACCESS_CHECK_INTERVAL_S``.
-ACCESS_VERSION = SharedVersion("access")
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,8 +145,6 @@ async def caller_for_key(raw_key: str) -> Caller | None:
             # Another request is re-reading this key: don't send every concurrent one to the
             # database; the previous answer stands for the moment that takes.
             return cached[0]
-    from asgiref.sync import sync_to_async
-
     _refreshing.add(key_hash)
     try:
         caller = await sync_to_async(_caller_from_db, thread_sensitive=False)(key_hash)

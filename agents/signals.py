@@ -1,5 +1,5 @@
 """Any committed change to who may call and within what limits tells every gateway process to
-drop its cached callers (``agents.selectors.ACCESS_VERSION``)."""
+drop its cached callers (``gateway_project.versions.ACCESS_VERSION``)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,13 @@ from typing import Any
 from django.db import transaction
 from django.db.models.signals import post_delete, post_save
 
+from gateway_project.versions import ACCESS_VERSION
+
 from .models import Agent, ApiKey, Budget, Project
+from .selectors import forget_cached_keys
 
 
 def access_changed() -> None:
-    from .selectors import ACCESS_VERSION, forget_cached_keys
-
     ACCESS_VERSION.bump()
     forget_cached_keys()
 

@@ -32,10 +32,10 @@ Send = Any
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:
-    from learning.validators import warm_up
     from providers.health import health_loop
     from routing.audit import audit_writer
     from routing.clients import close_http_client
+    from scoring.validators import warm_up
 
     background: list[asyncio.Task[None]] = []
     while True:

@@ -69,6 +69,7 @@ INSTALLED_APPS = [
     "adminsortable2",
     "agents",
     "providers",
+    "scoring",
     "routing",
     "learning",
     "reviews",

@@ -5,6 +5,11 @@ With Redis configured a version is a counter in the shared state, seen by every 
 host. On the embedded defaults the shared state is per process, so the version is a small file under
 ``DATA_DIR`` that every process on the host (gateway, Celery worker, commands) reads and writes
 (docs/adr/0006-config-caching.md).
+
+The versions live here, below every app, so that any app can say "the routing configuration
+changed" (providers, scoring, reviews, learning write parts of it) without importing the app that
+caches it; that app registers, in its ``AppConfig.ready()``, what to drop in this process at once
+(``on_bump``). See docs/adr/0017-layers.md.
 """
 
 from __future__ import annotations
@@ -15,9 +20,11 @@ import os
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from django.conf import settings
+from django.db import transaction
 
 from .shared_state import shared_state
 from .state_keys import version_key
@@ -35,6 +42,13 @@ class SharedVersion:
         self.redis_key = version_key(name)
         self.file_name = f"{name}.version"
         self._last_warning = 0.0
+        self._on_bump: list[Callable[[], None]] = []
+
+    def on_bump(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` in this process after each bump (e.g. to drop a cached copy at once,
+        rather than when the next version check sees the change). Registered once, at start."""
+        if listener not in self._on_bump:
+            self._on_bump.append(listener)
 
     @property
     def path(self) -> Path:
@@ -51,10 +65,18 @@ class SharedVersion:
         return await shared_state().aget(self.redis_key) or "0"
 
     def bump(self) -> None:
+        """Give the version a new value every process will see; then tell this process's
+        listeners. Call it after the change has committed (``bump_on_commit``)."""
         if self.uses_file():
             self.bump_file()
         else:
             shared_state().incr(self.redis_key)
+        for listener in self._on_bump:
+            listener()
+
+    def bump_on_commit(self) -> None:
+        """Bump once the current transaction commits (at once outside a transaction)."""
+        transaction.on_commit(self.bump)
 
     def _warn(self, action: str, exc: Exception) -> None:
         now = time.monotonic()
@@ -99,3 +121,13 @@ class SharedVersion:
         except OSError as exc:
             # The change is committed already; this process still reloads (its caller clears).
             self._warn("write", exc)
+
+
+ROUTING_CONFIG_VERSION = SharedVersion("routing-config")
+"""The routing configuration: providers, deployments, routes, rules, gates, validators, prompt
+templates. Every write of any of them bumps it on commit; every process then rebuilds its routing
+snapshot (``routing.config``)."""
+
+ACCESS_VERSION = SharedVersion("access")
+"""Who may call and within what limits: agents, keys, projects, budgets (``agents.signals``); every
+process then drops its cached callers (``agents.selectors``)."""

@@ -3,4 +3,4 @@ from django.apps import AppConfig
 
 class LearningConfig(AppConfig):
     name = "learning"
-    verbose_name = "Validators and gates"
+    verbose_name = "Learning"

@@ -67,21 +67,14 @@ from django.utils import timezone
 from providers.services import config_object_delete, config_object_save
 from reviews.models import ReviewItem
 from routing.models import AuditRecord, CallerPreference, TaskRoute
+from scoring.gates import GateConfig
+from scoring.models import TunableOverride, ValidatorConfig
+from scoring.selectors import caller_gate_configs, gate_configs
+from scoring.services import tunable_set, validator_config_delete, validator_config_save
+from scoring.validators.registry import VALIDATORS
 
-from .gates import GateConfig
-from .models import (
-    TIER_POSITIONS,
-    CycleSetting,
-    LearningChange,
-    LearningRun,
-    TunableOverride,
-    ValidatorConfig,
-    tier_at,
-)
+from .models import TIER_POSITIONS, CycleSetting, LearningChange, LearningRun, tier_at
 from .replay import replay_start_tier, replay_thresholds, replay_validator_weight
-from .selectors import caller_gate_configs, gate_configs
-from .services import tunable_set, validator_config_delete, validator_config_save
-from .validators.registry import VALIDATORS
 
 logger = logging.getLogger(__name__)
 

@@ -19,8 +19,7 @@ from django.db.models import Avg, Count, Q, QuerySet
 
 from reviews.models import ReviewItem
 from routing.models import AuditRecord
-
-from .gates import APPROVED, PENDING_REVIEW, GateConfig
+from scoring.gates import APPROVED, PENDING_REVIEW, GateConfig
 
 MAX_REPLAYED = 5000
 

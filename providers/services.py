@@ -8,13 +8,14 @@ from collections.abc import Sequence
 from django.db import transaction
 from django.db.models import Model
 
+from gateway_project.versions import ROUTING_CONFIG_VERSION
+
 from .models import FallbackChainEntry, Provider
 
 
 def config_changed_on_commit() -> None:
-    from routing.config import routing_config_changed
-
-    transaction.on_commit(routing_config_changed)
+    """Every gateway process reloads its routing snapshot once this transaction commits."""
+    ROUTING_CONFIG_VERSION.bump_on_commit()
 
 
 @transaction.atomic

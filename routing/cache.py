@@ -36,10 +36,10 @@ from gateway_project.state_keys import (
     response_cache_key,
     task_type_answers_prefix,
 )
-from learning.gates import APPROVED
-from learning.validators import Confidence
-from learning.validators.base import ValidatorResult
 from providers.base import ChatResult, Message, StreamChunk, Target, Usage
+from scoring.gates import APPROVED
+from scoring.validators import Confidence
+from scoring.validators.base import ValidatorResult
 
 from . import metrics, router
 from .config import Deployment, RoutingSnapshot

@@ -19,30 +19,29 @@ from dataclasses import dataclass, field
 from asgiref.sync import sync_to_async
 from django.conf import settings
 
-from gateway_project.versions import SharedVersion
-from learning.gates import GateConfig
-from learning.selectors import (
+from gateway_project.versions import ROUTING_CONFIG_VERSION
+from providers.base import Message, Target
+from providers.models import TIER_ORDER, FallbackChainEntry, ModelDeployment, Provider, Tier
+from scoring.gates import GateConfig
+from scoring.selectors import (
     caller_gate_configs,
     caller_validator_settings,
     gate_configs,
     validator_settings,
 )
-from learning.validators import DEFAULT_SETTINGS
-from learning.validators.base import ValidatorSetting
-from providers.base import Message, Target
-from providers.models import TIER_ORDER, FallbackChainEntry, ModelDeployment, Provider, Tier
+from scoring.validators import DEFAULT_SETTINGS
+from scoring.validators.base import ValidatorSetting
 
 # Without Redis the version lives in a file under settings.DATA_DIR (gateway_project/versions.py).
-CONFIG_VERSION = SharedVersion("routing-config")
-CONFIG_VERSION_FILE = CONFIG_VERSION.file_name
+CONFIG_VERSION_FILE = ROUTING_CONFIG_VERSION.file_name
 
 
 def read_version_file() -> str:
-    return CONFIG_VERSION.read_file()
+    return ROUTING_CONFIG_VERSION.read_file()
 
 
 def bump_version_file() -> None:
-    CONFIG_VERSION.bump_file()
+    ROUTING_CONFIG_VERSION.bump_file()
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,7 +282,7 @@ class SnapshotCache:
             and now - self._checked_at < settings.GATEWAY["CONFIG_CHECK_INTERVAL_S"]
         ):
             return snapshot
-        version = await CONFIG_VERSION.aget()
+        version = await ROUTING_CONFIG_VERSION.aget()
         self._checked_at = now
         if snapshot is not None and snapshot.version == version:
             return snapshot
@@ -305,6 +304,6 @@ async def current_snapshot() -> RoutingSnapshot:
 
 
 def routing_config_changed() -> None:
-    """Tell every gateway process to reload its snapshot (call after a config write commits)."""
-    CONFIG_VERSION.bump()
-    snapshot_cache.clear()
+    """Tell every gateway process to reload its snapshot (call after a config write commits);
+    this process's is dropped at once (``snapshot_cache.clear`` listens: routing/apps.py)."""
+    ROUTING_CONFIG_VERSION.bump()

@@ -21,10 +21,10 @@ from agents.limits import Admission, BudgetGuard, LimitExceeded, admit
 from agents.selectors import Caller
 from agents.spend import row_charges
 from gateway_project.api_errors import GatewayError
-from learning.validators import AnswerContext, Confidence, score_answer
 from providers import tokenizer
 from providers.base import ChatRequest, ChatResult, Message, Usage
 from providers.models import TIER_ORDER
+from scoring.validators import AnswerContext, Confidence, score_answer
 
 from . import cache as response_cache
 from . import metrics, router

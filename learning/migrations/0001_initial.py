@@ -4,7 +4,7 @@ import django.db.models.deletion
 from django.conf import settings
 from django.db import migrations, models
 
-import learning.models
+import scoring.models  # the choices moved with the model (scoring/migrations/0001)
 
 
 class Migration(migrations.Migration):
@@ -57,7 +57,7 @@ class Migration(migrations.Migration):
                         auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
                     ),
                 ),
-                ("name", models.CharField(choices=learning.models._tunable_choices, max_length=50)),
+                ("name", models.CharField(choices=scoring.models._tunable_choices, max_length=50)),
                 (
                     "task_type",
                     models.SlugField(

@@ -24,10 +24,11 @@ from django_celery_beat.models import IntervalSchedule, PeriodicTask
 
 from learning import cycles
 from learning.cycles import learning_change_apply, learning_change_revert, learning_cycle_run
-from learning.models import LearningRun, TunableChange, TunableOverride
-from learning.services import tunable_set
+from learning.models import LearningRun
 from reviews.models import ReviewItem
 from routing.models import AuditRecord
+from scoring.models import TunableChange, TunableOverride
+from scoring.services import tunable_set
 
 ROOT = Path(__file__).resolve().parents[2]
 # The review tests' builders (the tests have no packages; see pyproject.toml).

@@ -10,9 +10,10 @@ import pytest
 from django.utils import timezone
 
 from learning.cycles import auc, learning_change_apply, learning_change_revert, learning_cycle_run
-from learning.models import LearningChange, ValidatorConfig
+from learning.models import LearningChange
 from reviews.models import ReviewItem
 from routing.models import AuditRecord
+from scoring.models import ValidatorConfig
 
 
 def reviewed(

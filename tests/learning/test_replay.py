@@ -10,10 +10,10 @@ import pytest
 from django.utils import timezone
 
 from learning.cycles import learning_cycle_run
-from learning.gates import GateConfig
 from learning.replay import replay_start_tier, replay_thresholds, rescore
-from learning.validators import score_answer
-from learning.validators.base import AnswerContext, ValidatorSetting
+from scoring.gates import GateConfig
+from scoring.validators import score_answer
+from scoring.validators.base import AnswerContext, ValidatorSetting
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_cycles import answers, reviewed

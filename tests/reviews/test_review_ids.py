@@ -142,7 +142,7 @@ def test_chat_completions_and_streams_give_the_review_id(gateway, keys):
 
 def test_an_answer_not_queued_gives_no_review_id(gateway, keys, simulator):
     """An approved answer that was not sampled has no review, and says so."""
-    from learning.services import tunable_set
+    from scoring.services import tunable_set
 
     tunable_set(name="sample_approved", value=0)
     answer = httpx.post(

@@ -12,10 +12,10 @@ from audit_helpers import database_down
 from factories import new_api_key, sim_setup
 
 from agents.models import SpendRollup
-from learning.services import tunable_set
 from reviews.models import ReviewItem
 from routing.audit import audit_writer
 from routing.models import AuditDeadLetter, AuditRecord
+from scoring.services import tunable_set
 
 FFFD = "\ufffd"
 

@@ -74,8 +74,8 @@ def rollups(agent: str) -> dict[str, SpendRollup]:
 
 
 def ask_for_second_opinions(task_type: str = "legal", model: str = "sim-large") -> None:
-    from learning.models import ValidatorConfig
-    from learning.services import validator_config_save
+    from scoring.models import ValidatorConfig
+    from scoring.services import validator_config_save
 
     validator_config_save(
         config=ValidatorConfig(task_type=task_type, validator="agreement", params={"model": model})

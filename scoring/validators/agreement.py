@@ -13,9 +13,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar, Final
 
-from learning.validators.base import AnswerContext, ValidatorResult
-from learning.validators.params import BuiltinValidator
-from learning.validators.text import looks_like_json, parse_json, tokens
+from scoring.validators.base import AnswerContext, ValidatorResult
+from scoring.validators.params import BuiltinValidator
+from scoring.validators.text import looks_like_json, parse_json, tokens
 
 # Frequent function words of three letters and more (en, de, fr, es): shared by any two texts.
 _STOPWORD_TEXT: Final = """

@@ -9,8 +9,8 @@ import openai
 import pytest
 from factories import new_api_key, sim_setup
 
-from learning.services import tunable_set
 from routing.models import AuditRecord
+from scoring.services import tunable_set
 
 
 @pytest.fixture
@@ -87,8 +87,8 @@ def test_escalation_respects_the_step_budget(client, simulator):
 
 def test_validators_and_thresholds_are_set_per_task_type(client):
     """A task type's own validator settings and thresholds apply to it, and only to it."""
-    from learning.models import ValidatorConfig
-    from learning.services import validator_config_save
+    from scoring.models import ValidatorConfig
+    from scoring.services import validator_config_save
 
     # The simulator answers in about 30 words: too short for "essay", a mild finding.
     validator_config_save(
@@ -150,8 +150,8 @@ def test_stream_is_scored_at_the_end(gateway, client, simulator):
 
 def test_agreement_asks_a_second_model(client, simulator):
     """With the agreement check configured, a second model is asked in parallel and compared."""
-    from learning.models import ValidatorConfig
-    from learning.services import validator_config_save
+    from scoring.models import ValidatorConfig
+    from scoring.services import validator_config_save
 
     validator_config_save(
         config=ValidatorConfig(
@@ -222,9 +222,9 @@ def test_exploration_starts_some_requests_on_a_neighbouring_tier(client, gateway
 def test_a_callers_own_thresholds_gate_its_requests_only(client, gateway):
     """approve_at lowered to 4 for codex's analysis requests: the same warning-band answer is
     approved for codex and stays a warning for claude-code. Each caller's gate is its own."""
-    from learning.models import ValidatorConfig
-    from learning.services import validator_config_save
     from routing.config import routing_config_changed
+    from scoring.models import ValidatorConfig
+    from scoring.services import validator_config_save
 
     # The simulator answers in about 30 words: too short for analysis here, a mild finding.
     validator_config_save(

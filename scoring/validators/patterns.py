@@ -10,9 +10,9 @@ from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any, ClassVar, Final
 
-from learning.validators.base import AnswerContext, ValidatorResult
-from learning.validators.params import BuiltinValidator, warn_once
-from learning.validators.text import answer_text, count_words, normalize_quotes, tokens
+from scoring.validators.base import AnswerContext, ValidatorResult
+from scoring.validators.params import BuiltinValidator, warn_once
+from scoring.validators.text import answer_text, count_words, normalize_quotes, tokens
 
 
 def _any(*patterns: str) -> re.Pattern[str]:

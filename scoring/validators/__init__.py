@@ -6,8 +6,8 @@ The public API: ``score_answer(context, settings) -> Confidence``, the registry 
 ``warm_up()`` to load the language model and jsonschema before the first answer needs them.
 """
 
-from learning.validators.base import AnswerContext, Validator, ValidatorResult, ValidatorSetting
-from learning.validators.registry import (
+from scoring.validators.base import AnswerContext, Validator, ValidatorResult, ValidatorSetting
+from scoring.validators.registry import (
     DEFAULT_SETTINGS,
     VALIDATORS,
     validator_choices,
@@ -15,7 +15,7 @@ from learning.validators.registry import (
     validator_param_problems,
     warm_up,
 )
-from learning.validators.scoring import Confidence, score_answer
+from scoring.validators.scoring import Confidence, score_answer
 
 __all__ = [
     "DEFAULT_SETTINGS",

@@ -8,7 +8,8 @@ from typing import Any, ClassVar
 
 import pytest
 
-from learning.validators import (
+from providers.simulator.answers import DEFAULT_WORDS, build_answer
+from scoring.validators import (
     DEFAULT_SETTINGS,
     VALIDATORS,
     AnswerContext,
@@ -21,7 +22,6 @@ from learning.validators import (
     validator_defaults,
     validator_param_problems,
 )
-from providers.simulator.answers import DEFAULT_WORDS, build_answer
 
 QUESTION = "How does photosynthesis work in green plants?"
 CLEAN = (
@@ -218,7 +218,7 @@ def test_a_validator_that_raises_does_not_break_scoring(caplog):
     """An exception inside a validator is logged and recorded with weight 0; the rest still counts."""
     registry = {**VALIDATORS, "exploding": Exploding()}
     settings = [*DEFAULT_SETTINGS, ValidatorSetting("exploding")]
-    with caplog.at_level(logging.WARNING, logger="learning.validators"):
+    with caplog.at_level(logging.WARNING, logger="scoring.validators"):
         confidence = score_answer(context(CLEAN, language="en"), settings, validators=registry)
         score_answer(context(CLEAN, language="en"), settings, validators=registry)
     assert confidence.score == score_answer(context(CLEAN, language="en")).score
@@ -230,7 +230,7 @@ def test_a_validator_that_raises_does_not_break_scoring(caplog):
 def test_unknown_validator_names_are_skipped_with_a_warning(caplog):
     """A setting naming no registered validator is ignored, with a logged warning."""
     settings = [*DEFAULT_SETTINGS, ValidatorSetting("no-such-validator")]
-    with caplog.at_level(logging.WARNING, logger="learning.validators"):
+    with caplog.at_level(logging.WARNING, logger="scoring.validators"):
         confidence = score_answer(context(CLEAN), settings)
     assert confidence.score == score_answer(context(CLEAN)).score
     assert "no-such-validator" in caplog.text

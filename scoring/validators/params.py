@@ -10,9 +10,9 @@ import logging
 from collections.abc import Mapping
 from typing import Any, ClassVar, Final
 
-from learning.validators.base import AnswerContext, ValidatorResult
+from scoring.validators.base import AnswerContext, ValidatorResult
 
-logger = logging.getLogger("learning.validators")
+logger = logging.getLogger("scoring.validators")
 
 _warned: set[tuple[str, str, str]] = set()
 _MAX_WARNED: Final = 1000

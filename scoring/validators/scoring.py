@@ -18,12 +18,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Final
 
-from learning.validators.base import AnswerContext, Validator, ValidatorResult, ValidatorSetting
-from learning.validators.registry import DEFAULT_SETTINGS, VALIDATORS
+from scoring.validators.base import AnswerContext, Validator, ValidatorResult, ValidatorSetting
+from scoring.validators.registry import DEFAULT_SETTINGS, VALIDATORS
 
 __all__ = ["DEFAULT_SETTINGS", "Confidence", "score_answer"]
 
-logger = logging.getLogger("learning.validators")
+logger = logging.getLogger("scoring.validators")
 
 _reported: set[tuple[str, str]] = set()
 _MAX_REPORTED: Final = 1000

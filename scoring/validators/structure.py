@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 import orjson
 
-from learning.validators.base import AnswerContext, ValidatorResult
-from learning.validators.params import BuiltinValidator
-from learning.validators.text import count_words, parse_json
+from scoring.validators.base import AnswerContext, ValidatorResult
+from scoring.validators.params import BuiltinValidator
+from scoring.validators.text import count_words, parse_json
 
 if TYPE_CHECKING:
     from jsonschema.protocols import Validator as SchemaValidator

@@ -15,9 +15,9 @@ from typing import Any, ClassVar, Final
 import orjson
 import yaml
 
-from learning.validators.base import AnswerContext, ValidatorResult
-from learning.validators.params import BuiltinValidator, warn_once
-from learning.validators.text import code_blocks
+from scoring.validators.base import AnswerContext, ValidatorResult
+from scoring.validators.params import BuiltinValidator, warn_once
+from scoring.validators.text import code_blocks
 
 TAGS: Final[dict[str, str]] = {
     **dict.fromkeys(

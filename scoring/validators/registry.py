@@ -6,17 +6,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Final
 
-from learning.validators.agreement import AgreementValidator
-from learning.validators.base import Validator, ValidatorSetting
-from learning.validators.code import PARSEABLE, TAGS, CodeValidator
-from learning.validators.language import LanguageValidator, load_language_model
-from learning.validators.patterns import (
+from scoring.validators.agreement import AgreementValidator
+from scoring.validators.base import Validator, ValidatorSetting
+from scoring.validators.code import PARSEABLE, TAGS, CodeValidator
+from scoring.validators.language import LanguageValidator, load_language_model
+from scoring.validators.patterns import (
     RefusalValidator,
     RegexValidator,
     RepetitionValidator,
     compile_pattern,
 )
-from learning.validators.structure import (
+from scoring.validators.structure import (
     CompletenessValidator,
     JsonValidator,
     LengthValidator,
