@@ -26,9 +26,7 @@ from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from providers.admin import ConfigAdmin
-
-from .models import PromptTemplate, ReviewEvent, ReviewItem
+from .models import ReviewEvent, ReviewItem
 from .selectors import review_queue_stats
 from .services import AlreadyDecided, Decision, InvalidDecision, review_item_decide
 
@@ -415,9 +413,3 @@ class ReviewEventAdmin(_ReviewEventAdminBase):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
-
-
-@admin.register(PromptTemplate)
-class PromptTemplateAdmin(ConfigAdmin):
-    list_display = ("task_type", "include_examples", "max_examples", "updated_at")
-    search_fields = ("task_type", "system_prompt")

@@ -1,10 +1,10 @@
-"""The human review queue: answers a person should look at, each decision's audit row, and the
-per-task-type prompt templates that reuse reviewed answers as examples."""
+"""The human review queue: answers a person should look at, and each decision's audit row.
+(Reviewed answers also serve as few-shot examples of routing's prompt templates:
+``reviews.selectors.examples_for``, registered in ``ReviewsConfig.ready``.)"""
 
 from __future__ import annotations
 
 from django.conf import settings
-from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils import timezone
 
@@ -108,6 +108,14 @@ class ReviewItem(models.Model):
         return self.status == self.Status.PENDING
 
 
+# What each decision makes of an item's status.
+DECISION_STATUS: dict[str, str] = {
+    "approve": ReviewItem.Status.APPROVED,
+    "reject": ReviewItem.Status.REJECTED,
+    "correct": ReviewItem.Status.CORRECTED,
+}
+
+
 class ReviewEvent(models.Model):
     """The audit row of one decision: who moved an item from which status to which, and why."""
 
@@ -136,23 +144,3 @@ class ReviewEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.actor_label} {self.action} review {self.item_id}"
-
-
-class PromptTemplate(models.Model):
-    """Per task type: a system prompt, and whether reviewed answers are shown as examples."""
-
-    task_type = models.SlugField(max_length=100, unique=True)
-    system_prompt = models.TextField(blank=True)
-    include_examples = models.BooleanField(
-        default=False, help_text="Add the latest approved or corrected answers as examples."
-    )
-    max_examples = models.PositiveSmallIntegerField(
-        default=3, validators=[MinValueValidator(1), MaxValueValidator(20)]
-    )
-    updated_at = models.DateTimeField(auto_now=True)
-
-    class Meta:
-        ordering = ["task_type"]
-
-    def __str__(self) -> str:
-        return self.task_type

@@ -1,7 +1,8 @@
-"""Writes of the review queue: items from the audit writer, decisions, verdict callbacks, reviewers.
+"""Writes of the review queue: items from the audit writer, decisions, reviewers.
 
 Every decision writes its ``ReviewEvent`` in the transaction that changes the item; the verdict
-callback is enqueued only once that transaction has committed.
+callback (reviews/callbacks.py, delivered by a Celery task) is enqueued only once that transaction
+has committed.
 """
 
 from __future__ import annotations
@@ -22,10 +23,12 @@ from django.utils import timezone
 from agents.models import Agent, ApiKey
 from agents.services import api_key_mint
 from gateway_project.api_errors import GatewayError
-from gateway_project.webhooks import webhook_post
+from gateway_project.versions import ROUTING_CONFIG_VERSION
+from routing.cache import evict_answer
+from routing.models import PromptTemplate
 
-from .models import CALLBACK_URL_MAX_LENGTH, PromptTemplate, ReviewEvent, ReviewItem
-from .selectors import review_decision_reason
+from .models import CALLBACK_URL_MAX_LENGTH, DECISION_STATUS, ReviewEvent, ReviewItem
+from .tasks import deliver_verdict
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -38,12 +41,6 @@ Actor = AbstractBaseUser | ApiKey
 REVIEWERS_GROUP = "reviewers"
 # Exactly what a reviewer may do: see the queue and decide items. Nothing else in the admin.
 REVIEWER_PERMISSIONS = ("view_reviewitem", "decide_reviewitem")
-
-_NEW_STATUS: dict[str, str] = {
-    "approve": ReviewItem.Status.APPROVED,
-    "reject": ReviewItem.Status.REJECTED,
-    "correct": ReviewItem.Status.CORRECTED,
-}
 
 
 class AlreadyDecided(GatewayError):
@@ -74,10 +71,6 @@ class InvalidDecision(GatewayError):
 
     def __init__(self, message: str, *, param: str) -> None:
         super().__init__(message, http_status=400, code="invalid_decision", param=param)
-
-
-class CallbackRetryable(Exception):
-    """The agent's callback endpoint did not take the verdict (non-2xx, timeout): try again."""
 
 
 # --- items from the audit writer -------------------------------------------------------------
@@ -155,7 +148,7 @@ def review_item_decide(
     Raises ``ReviewItem.DoesNotExist`` for an unknown id.
     """
     reason = (reason or "").strip()
-    if decision not in _NEW_STATUS:
+    if decision not in DECISION_STATUS:
         raise InvalidDecision("Decision must be approve, reject or correct.", param="decision")
     if decision == "reject" and not reason:
         raise InvalidDecision("A rejection needs a reason.", param="reason")
@@ -172,7 +165,7 @@ def review_item_decide(
                 decided_at=item.decided_at,
             )
         old_status = item.status
-        item.status = _NEW_STATUS[decision]
+        item.status = DECISION_STATUS[decision]
         item.decided_by = user
         item.decided_by_label = label
         item.decided_at = timezone.now()
@@ -208,15 +201,11 @@ def review_item_decide(
             ).exists()
         ):
             # A new example for this task type's few-shot prompt: every process reloads it.
-            from routing.config import routing_config_changed
-
-            transaction.on_commit(routing_config_changed)
+            ROUTING_CONFIG_VERSION.bump_on_commit()
     return item
 
 
 def _evict_cached_answer(request_id: str) -> None:
-    from routing.cache import evict_answer
-
     try:
         evict_answer(request_id)
     except Exception:
@@ -225,75 +214,11 @@ def _evict_cached_answer(request_id: str) -> None:
 
 
 def _enqueue_verdict(item_id: int) -> None:
-    from .tasks import deliver_verdict
-
     try:
         deliver_verdict.delay(item_id)
     except Exception:
         # The decision stands; the item keeps callback_state=pending, visible in the admin.
         logger.exception("reviews: could not enqueue the verdict callback of item %s", item_id)
-
-
-# --- verdict callbacks ------------------------------------------------------------------------
-
-
-def verdict_payload(*, item: ReviewItem) -> dict[str, Any]:
-    """The JSON an agent receives about its request once a person has decided."""
-    verdict = {status: decision for decision, status in _NEW_STATUS.items()}
-    return {
-        "id": item.request_id,
-        "status": item.status,
-        "verdict": verdict.get(item.status),
-        "corrected_output": item.corrected_output or None,
-        "reason": review_decision_reason(item=item) or None,
-        "decided_at": item.decided_at.isoformat() if item.decided_at else None,
-    }
-
-
-def _callback_record(item: ReviewItem, state: str, error: str = "") -> None:
-    item.callback_state = state
-    item.callback_error = error[:300]
-    item.save(update_fields=["callback_state", "callback_attempts", "callback_error"])
-
-
-def review_verdict_deliver(*, item_id: int, final_attempt: bool) -> str:
-    """POST the item's verdict to its callback URL, signed; returns the new ``callback_state``.
-
-    2xx: delivered. Anything else (another status, a timeout, a refused connection) raises
-    ``CallbackRetryable`` unless ``final_attempt``, when the state becomes failed. A URL the
-    gateway refuses to call (one leading to an internal address, checked again now: ADR 0015)
-    fails at once, without a request. Redirects are not followed.
-    """
-    try:
-        item = ReviewItem.objects.get(pk=item_id)
-    except ReviewItem.DoesNotExist:
-        logger.warning("reviews: verdict callback for unknown item %s dropped", item_id)
-        return ReviewItem.CallbackState.NONE
-    if item.callback_state == ReviewItem.CallbackState.DELIVERED or item.is_pending:
-        return item.callback_state  # a duplicate message, or nothing decided yet
-    if not item.callback_url:
-        return item.callback_state
-    delivery = webhook_post(
-        url=item.callback_url,
-        payload=verdict_payload(item=item),
-        user_agent="llm-gateway-review-callback",
-    )
-    if delivery.outcome == "refused":
-        _callback_record(item, ReviewItem.CallbackState.FAILED, delivery.error)
-        logger.warning("reviews: verdict callback of item %s %s", item_id, delivery.error)
-        return item.callback_state
-    item.callback_attempts += 1
-    if delivery.delivered:
-        _callback_record(item, ReviewItem.CallbackState.DELIVERED)
-        return item.callback_state
-    if final_attempt:
-        _callback_record(item, ReviewItem.CallbackState.FAILED, delivery.error)
-        logger.warning(
-            "reviews: verdict callback of item %s failed for good: %s", item_id, delivery.error
-        )
-        return item.callback_state
-    _callback_record(item, ReviewItem.CallbackState.PENDING, delivery.error)
-    raise CallbackRetryable(delivery.error)
 
 
 # --- reviewers --------------------------------------------------------------------------------

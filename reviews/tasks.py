@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from celery import Task, shared_task
 
-from .services import CallbackRetryable, review_verdict_deliver
+from .callbacks import CallbackRetryable, review_verdict_deliver
 
 MAX_RETRIES = 8
 

@@ -12,7 +12,14 @@ from providers.admin import ConfigAdmin
 
 from . import cache as response_cache
 from .audit_write import DatabaseUnavailable, audit_dead_letters_retry
-from .models import AuditDeadLetter, AuditRecord, CallerPreference, ClassificationRule, TaskRoute
+from .models import (
+    AuditDeadLetter,
+    AuditRecord,
+    CallerPreference,
+    ClassificationRule,
+    PromptTemplate,
+    TaskRoute,
+)
 
 if TYPE_CHECKING:
     # Generic in django-stubs only: Django's classes cannot be subscripted at runtime.
@@ -65,6 +72,14 @@ class CappedPaginator(_PaginatorBase):
     def count(self) -> int:
         queryset: QuerySet[AuditRecord] = self.object_list  # type: ignore[assignment]  # the admin passes a QuerySet
         return queryset[: self.CAP].count()
+
+
+@admin.register(PromptTemplate)
+class PromptTemplateAdmin(ConfigAdmin):
+    """A task type's system prompt and reviewed examples (part of the routing snapshot)."""
+
+    list_display = ("task_type", "include_examples", "max_examples", "updated_at")
+    search_fields = ("task_type", "system_prompt")
 
 
 @admin.register(AuditRecord)

@@ -27,10 +27,12 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from agents.spend import rollups_add
 from gateway_project.shared_state import shared_state
 from gateway_project.state_keys import AUDIT_DEAD_LETTERS_KEY
 
 from . import metrics
+from .hooks import audit_rows_for_review
 from .models import AuditDeadLetter, AuditRecord
 from .storable import json_text, storable_json, storable_text
 
@@ -225,15 +227,12 @@ def _rows_write(rows: list[dict[str, Any]]) -> None:
                 _insert.sql(connection), [_insert.params(row, connection) for row in rows]
             )
         # Spend per day, agent, model and task type, kept with the records they come from.
-        from agents.spend import rollups_add  # agents' bookkeeping, called from the write path
-
         rollups_add(rows)
-        # Answers for a person to look at get their review item in the same transaction.
+        # Answers for a person to look at get their review item in the same transaction (the
+        # review queue listens: routing/hooks.py).
         to_review = [row for row in rows if row.get("review_reason")]
         if to_review:
-            from reviews.services import review_items_create  # reviews sits above routing
-
-            review_items_create(rows=to_review)
+            audit_rows_for_review(to_review)
 
 
 # --- batches, rows, reduced rows, dead letters ---------------------------------------------------

@@ -32,6 +32,9 @@ from scoring.selectors import (
 from scoring.validators import DEFAULT_SETTINGS
 from scoring.validators.base import ValidatorSetting
 
+from .hooks import prompt_examples
+from .models import CallerPreference, ClassificationRule, PromptTemplate, TaskRoute
+
 # Without Redis the version lives in a file under settings.DATA_DIR (gateway_project/versions.py).
 CONFIG_VERSION_FILE = ROUTING_CONFIG_VERSION.file_name
 
@@ -156,10 +159,8 @@ def _last_user_text(prompt: str) -> str:
 
 def _prompt_prefixes() -> dict[str, tuple[Message, ...]]:
     """Each task type's prompt template: its system prompt, then approved and corrected
-    answers from the review queue as example exchanges (docs/adr/0003)."""
-    from reviews.models import PromptTemplate
-    from reviews.selectors import examples_for
-
+    answers from the review queue as example exchanges (docs/adr/0003; the review queue gives
+    them through ``routing.hooks.PROMPT_EXAMPLES``)."""
     prefixes: dict[str, tuple[Message, ...]] = {}
     for template in PromptTemplate.objects.all():
         messages: list[Message] = []
@@ -168,7 +169,7 @@ def _prompt_prefixes() -> dict[str, tuple[Message, ...]]:
         if template.include_examples:
             # Oldest first, so the newest example is the one closest to the question.
             for prompt, answer in reversed(
-                examples_for(task_type=template.task_type, limit=template.max_examples)
+                prompt_examples(template.task_type, template.max_examples)
             ):
                 messages += [Message("user", _last_user_text(prompt)), Message("assistant", answer)]
         if messages:
@@ -178,8 +179,6 @@ def _prompt_prefixes() -> dict[str, tuple[Message, ...]]:
 
 def build_snapshot(version: str) -> RoutingSnapshot:
     """Read the whole routing configuration from the database (a handful of queries)."""
-    from .models import CallerPreference, ClassificationRule, TaskRoute
-
     chain_position = {
         entry.provider_id: entry.position for entry in FallbackChainEntry.objects.all()
     }

@@ -1,8 +1,12 @@
-"""Where requests go (task routes, caller preferences, classification rules) and what happened."""
+"""Where requests go (task routes, caller preferences, classification rules, prompt templates) and
+what happened (the audit log)."""
 
 from __future__ import annotations
 
+import re
+
 from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
 from providers.models import Tier
@@ -84,8 +88,6 @@ class ClassificationRule(models.Model):
         return f"{self.task_type}: {self.pattern[:40]}"
 
     def clean(self) -> None:
-        import re
-
         if self.match_type == self.MatchType.REGEX:
             try:
                 re.compile(self.pattern)
@@ -95,6 +97,27 @@ class ClassificationRule(models.Model):
                 ) from exc
         elif not [w for w in self.pattern.split(",") if w.strip()]:
             raise ValidationError({"pattern": "Give at least one keyword."})
+
+
+class PromptTemplate(models.Model):
+    """Per task type: a system prompt, and whether reviewed answers are shown as examples."""
+
+    task_type = models.SlugField(max_length=100, unique=True)
+    system_prompt = models.TextField(blank=True)
+    include_examples = models.BooleanField(
+        default=False, help_text="Add the latest approved or corrected answers as examples."
+    )
+    max_examples = models.PositiveSmallIntegerField(
+        default=3, validators=[MinValueValidator(1), MaxValueValidator(20)]
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        db_table = "reviews_prompttemplate"  # created by the reviews app, moved here as is
+        ordering = ["task_type"]
+
+    def __str__(self) -> str:
+        return self.task_type
 
 
 class AuditRecord(models.Model):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from .audit import audit_writer
+from .hooks import completion_review
 from .models import AuditRecord
 
 
@@ -37,8 +38,6 @@ def completion_status(*, request_id: str, agent: str) -> dict[str, Any] | None:
     to use now: the correction when there is one, nothing after a rejection. A record still
     waiting in this process's audit queue is answered from there.
     """
-    from reviews.selectors import verdict_for_request
-
     record = AuditRecord.objects.filter(request_id=request_id, agent=agent).first()
     if record is None:
         pending = audit_writer.pending_row(request_id)
@@ -54,7 +53,7 @@ def completion_status(*, request_id: str, agent: str) -> dict[str, Any] | None:
         }
     data = _public({f.name: getattr(record, f.name) for f in AuditRecord._meta.concrete_fields})
     data["gate_status"] = record.status
-    verdict = verdict_for_request(request_id=request_id)
+    verdict = completion_review(request_id)
     review = verdict.get("review") if verdict else None
     data["review"] = review
     data["final_output"] = record.output

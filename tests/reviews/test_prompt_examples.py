@@ -6,9 +6,9 @@ import httpx
 from factories import new_api_key, sim_setup
 from review_helpers import queued_item, reviewer
 
-from reviews.models import PromptTemplate
 from reviews.services import review_item_decide
 from routing.config import build_snapshot, routing_config_changed
+from routing.models import PromptTemplate
 
 
 def test_template_puts_system_prompt_and_reviewed_examples_first(transactional_db):

@@ -221,7 +221,7 @@ OTHER_ADMIN_PAGES = [
     "admin:auth_group_changelist",
     "admin:routing_auditrecord_changelist",
     "admin:routing_taskroute_changelist",
-    "admin:reviews_prompttemplate_changelist",
+    "admin:routing_prompttemplate_changelist",
     "admin:reviews_reviewevent_changelist",
     "admin:django_celery_beat_periodictask_changelist",
 ]

@@ -27,8 +27,9 @@ from review_helpers import queued_item, reviewer, worker_database_url
 from gateway_project.celery import app as celery_app
 from gateway_project.webhooks import webhook_secret
 from reviews import tasks
+from reviews.callbacks import CallbackRetryable, review_verdict_deliver
 from reviews.models import ReviewItem
-from reviews.services import CallbackRetryable, review_item_decide, review_verdict_deliver
+from reviews.services import review_item_decide
 
 ROOT = Path(__file__).resolve().parents[2]
 # The callback receivers' host, in GATEWAY_OUTBOUND_ALLOWED_HOSTS of this process and the worker.

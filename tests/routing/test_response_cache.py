@@ -24,12 +24,12 @@ from test_processes import needs_redis
 from agents.models import Agent
 from agents.selectors import Caller
 from gateway_project.shared_state import LocalValues
-from reviews.models import PromptTemplate, ReviewItem
+from reviews.models import ReviewItem
 from reviews.services import review_item_decide, reviewer_api_key_create
 from routing.cache import CacheDirectiveError, request_cache
 from routing.config import routing_config_changed
 from routing.config_io import config_export, config_import
-from routing.models import AuditRecord, TaskRoute
+from routing.models import AuditRecord, PromptTemplate, TaskRoute
 from scoring.services import tunable_set
 
 QUESTION = {"task_type": "analysis", "input": "Explain backpressure in queues", "language": "en"}
