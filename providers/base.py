@@ -128,7 +128,7 @@ class ProviderError(Exception):
 
 class ProviderAdapter(Protocol):
     """One wire protocol. Instances are cheap and stateless; the ``aiohttp.ClientSession`` (its
-    connection pool) is shared by every adapter of the event loop (``routing.clients``)."""
+    connection pool) is shared by every adapter of the event loop (``providers.clients``)."""
 
     def __init__(self, session: aiohttp.ClientSession) -> None: ...
 

@@ -1,7 +1,9 @@
 """Background health checks of providers, so ``/health`` never calls an upstream itself.
 
 Each gateway process runs :func:`health_loop`; with Redis, one process per interval does the
-probing (a claim key) and all of them read the results from the shared state.
+probing (a claim key) and all of them read the results from the shared state. What to probe is
+the caller's to say (routing knows which providers it routes to: ``routing.config``'s
+``providers_to_probe``, passed in by the process lifecycle), so this module needs nothing above it.
 
 Checks inform routing without locking it (docs/adr/0002-cost-first-tiers.md): the shared state
 counts each provider's failed checks in a row, and routing skips the provider only from
@@ -14,7 +16,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol
 
 import orjson
 from django.conf import settings
@@ -27,10 +30,26 @@ from gateway_project.state_keys import (
     provider_health_key,
 )
 
-if TYPE_CHECKING:
-    from routing.config import Deployment
+from .base import Target
+from .clients import adapter_of
 
 logger = logging.getLogger(__name__)
+
+
+class ProbeTarget(Protocol):
+    """A provider to probe, and how to reach it (a deployment of it that has credentials)."""
+
+    @property
+    def provider_id(self) -> int: ...
+    @property
+    def provider_name(self) -> str: ...
+    @property
+    def provider_kind(self) -> str: ...
+    @property
+    def target(self) -> Target: ...
+
+
+ProbeTargets = Callable[[], Awaitable[Sequence[ProbeTarget]]]
 
 
 def failed_checks_count(value: str | None) -> int:
@@ -52,37 +71,30 @@ def _failed_checks_ttl() -> float:
     return 2 * settings.GATEWAY["HEALTH_CHECK_INTERVAL_S"] + 10
 
 
-async def probe_providers() -> dict[str, dict[str, Any]]:
-    """Probe every provider that serves an enabled deployment; store and return the results."""
-    from routing.clients import adapter_for_deployment
-    from routing.config import current_snapshot
-
-    snapshot = await current_snapshot()
+async def probe_providers(targets: ProbeTargets) -> dict[str, dict[str, Any]]:
+    """Probe each provider ``targets`` names (one target per provider); store and return the
+    results."""
     interval = settings.GATEWAY["HEALTH_CHECK_INTERVAL_S"]
-    first_per_provider: dict[int, Deployment] = {}
-    for deployment in snapshot.deployments:
-        if deployment.has_credentials:
-            first_per_provider.setdefault(deployment.provider_id, deployment)
 
-    async def probe_one(deployment: Deployment) -> tuple[int, dict[str, Any]]:
+    async def probe_one(probed: ProbeTarget) -> tuple[int, dict[str, Any]]:
         started = time.monotonic()
-        target = deployment.target
+        target = probed.target
         error = ""
         try:
             async with asyncio.timeout(min(5.0, target.total_timeout)):
-                healthy = await adapter_for_deployment(deployment).probe(target)
+                healthy = await adapter_of(probed.provider_kind).probe(target)
         except Exception as exc:  # noqa: BLE001 - any failure means "down"
             healthy, error = False, type(exc).__name__
-        return deployment.provider_id, {
-            "name": deployment.provider_name,
-            "kind": deployment.provider_kind,
+        return probed.provider_id, {
+            "name": probed.provider_name,
+            "kind": probed.provider_kind,
             "status": "up" if healthy else "down",
             "latency_ms": int((time.monotonic() - started) * 1000),
             "checked_at": timezone.now().isoformat(),
             **({"error": error} if error else {}),
         }
 
-    results = await asyncio.gather(*(probe_one(d) for d in first_per_provider.values()))
+    results = await asyncio.gather(*(probe_one(t) for t in await targets()))
     if not results:
         return {}
     state = shared_state()
@@ -112,15 +124,16 @@ async def probe_providers() -> dict[str, dict[str, Any]]:
     return report
 
 
-async def health_loop() -> None:
-    """Probe on an interval for as long as the process runs (an interval of 0 turns it off)."""
+async def health_loop(targets: ProbeTargets) -> None:
+    """Probe ``targets`` on an interval for as long as the process runs (an interval of 0 turns
+    it off)."""
     interval = settings.GATEWAY["HEALTH_CHECK_INTERVAL_S"]
     if interval <= 0:
         return
     while True:
         try:
             if await shared_state().aadd(HEALTH_CHECK_CLAIM_KEY, "1", interval * 0.9):
-                await probe_providers()
+                await probe_providers(targets)
         except asyncio.CancelledError:
             raise
         except Exception:

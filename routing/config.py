@@ -302,6 +302,17 @@ async def current_snapshot() -> RoutingSnapshot:
     return await snapshot_cache.get()
 
 
+async def providers_to_probe() -> list[Deployment]:
+    """What the background health checks probe (``providers.health``): per provider routing may
+    use, its first enabled deployment that has credentials."""
+    snapshot = await current_snapshot()
+    first_per_provider: dict[int, Deployment] = {}
+    for deployment in snapshot.deployments:
+        if deployment.has_credentials:
+            first_per_provider.setdefault(deployment.provider_id, deployment)
+    return list(first_per_provider.values())
+
+
 def routing_config_changed() -> None:
     """Tell every gateway process to reload its snapshot (call after a config write commits);
     this process's is dropped at once (``snapshot_cache.clear`` listens: routing/apps.py)."""

@@ -39,13 +39,13 @@ from gateway_project.state_keys import (
 )
 from providers import quotas
 from providers.base import ChatRequest, ChatResult, ErrorClass, ProviderError, StreamChunk
+from providers.clients import adapter_of
 from providers.health import down_by_health_checks, failed_checks_count
 from providers.models import TIER_ORDER
 from providers.ratelimits import TOKEN_KINDS, TOKENS, RateLimits, needs_for
 from providers.tokenizer import chars_to_tokens, estimate_prompt_tokens, estimate_tokens
 
 from . import metrics
-from .clients import adapter_for_deployment
 from .config import Deployment, RouteChoice, RoutingSnapshot
 
 logger = logging.getLogger(__name__)
@@ -573,7 +573,7 @@ async def _walk(
         if reason is not None:
             attempts.append(_attempt(d, "skipped", detail=reason))
             continue
-        adapter = adapter_for_deployment(d)
+        adapter = adapter_of(d.provider_kind)
         for retry in range(gw["MAX_RETRIES"] + 1):
             remaining = deadline - time.monotonic()
             if remaining <= 0:

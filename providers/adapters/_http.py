@@ -61,7 +61,7 @@ _TRANSPORT_ERRORS = (aiohttp.ClientError, LineTooLong, TimeoutError)
 def new_session() -> aiohttp.ClientSession:
     """A session configured for upstream calls; create it inside the event loop that will use it.
 
-    One per event loop is shared by every adapter (``routing.clients``): it holds the connection
+    One per event loop is shared by every adapter (``providers.clients``): it holds the connection
     pool. Every request passes its own timeouts (:func:`request_timeout`).
     """
     connector = aiohttp.TCPConnector(

@@ -38,6 +38,7 @@ _ROOT = str(Path(__file__).resolve().parents[2])
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
+from providers import clients  # noqa: E402
 from providers.adapters import (  # noqa: E402
     ADAPTER_CLASSES,
     AnthropicAdapter,
@@ -1021,8 +1022,6 @@ async def test_session_never_sends_upstream_cookies_back(upstream: Upstream) -> 
 
 
 async def test_one_shared_session_per_loop_closed_at_shutdown() -> None:
-    from routing import clients
-
     session = clients.http_session()
     assert clients.http_session() is session
     assert not session.closed

@@ -20,7 +20,7 @@ from gateway_project.state_keys import provider_failed_checks_key
 from providers.health import probe_providers
 from providers.models import ModelDeployment
 from providers.selectors import provider_runtime_status
-from routing.config import routing_config_changed
+from routing.config import providers_to_probe, routing_config_changed
 
 needs_redis = pytest.mark.skipif(not settings.REDIS_URL, reason="shared state needs REDIS_URL")
 
@@ -46,7 +46,7 @@ def recovered(simulator: Any) -> None:
 def checks(gateway: Any, times: int) -> None:
     """Run the background health check ``times`` times, as the interval would."""
     for _ in range(times):
-        gateway.run_in_loop(probe_providers())
+        gateway.run_in_loop(probe_providers(providers_to_probe))
 
 
 def ask(url: str, key: str, status: int = 200) -> dict[str, Any]:

@@ -7,6 +7,7 @@ import pytest
 from factories import new_api_key, sim_setup
 
 from providers.health import probe_providers
+from routing.config import providers_to_probe
 
 
 @pytest.fixture
@@ -16,7 +17,7 @@ def setup(gateway, simulator):
 
 def test_health_reports_ollama_queue_and_models(gateway, setup):
     """The seeds' shape: status, ollama, queue, plus every model with its availability."""
-    gateway.run_in_loop(probe_providers())
+    gateway.run_in_loop(probe_providers(providers_to_probe))
     body = httpx.get(f"{gateway.url}/health").json()
     assert body["status"] == "ok"
     assert body["ollama"]["status"] == "up"
@@ -48,7 +49,7 @@ def test_a_provider_failing_its_health_checks_is_routed_around(gateway, setup):
     Provider.objects.filter(name="sim-ollama").update(base_url="http://127.0.0.1:9")
     routing_config_changed()
     for _ in range(3):
-        gateway.run_in_loop(probe_providers())
+        gateway.run_in_loop(probe_providers(providers_to_probe))
     body = httpx.get(f"{gateway.url}/health").json()
     assert body["ollama"]["status"] == "down"
     models = {m["name"]: m["status"] for m in body["models"]}

@@ -7,10 +7,8 @@ import weakref
 
 import aiohttp
 
-from providers.adapters import adapter_for, new_session
-from providers.base import ProviderAdapter
-
-from .config import Deployment
+from .adapters import adapter_for, new_session
+from .base import ProviderAdapter
 
 _sessions: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aiohttp.ClientSession] = (
     weakref.WeakKeyDictionary()
@@ -31,8 +29,9 @@ def http_session() -> aiohttp.ClientSession:
     return session
 
 
-def adapter_for_deployment(deployment: Deployment) -> ProviderAdapter:
-    return adapter_for(deployment.provider_kind, http_session())
+def adapter_of(provider_kind: str) -> ProviderAdapter:
+    """The adapter of a provider kind, on the running loop's shared session."""
+    return adapter_for(provider_kind, http_session())
 
 
 async def close_http_client() -> None:
