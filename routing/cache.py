@@ -23,8 +23,7 @@ import logging
 import re
 import time
 from collections.abc import AsyncGenerator, Coroutine, Iterable, Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 from django.conf import settings
@@ -43,13 +42,11 @@ from scoring.validators.base import ValidatorResult
 
 from . import metrics, router
 from .config import Deployment, RoutingSnapshot
-
-if TYPE_CHECKING:
-    from .services import CompletionJob, Outcome
+from .jobs import BYPASS, HIT, MISS, Answer, CompletionJob, Outcome, RequestCache
+from .models import AuditRecord
 
 logger = logging.getLogger(__name__)
 
-HIT, MISS, BYPASS = "hit", "miss", "bypass"
 SCOPE_AGENT, SCOPE_PROJECT = "agent", "project"
 # Bumped when the key material or the entry format changes: old entries are then never read.
 FORMAT = 1
@@ -70,24 +67,6 @@ class CacheDirectiveError(GatewayError):
             param=param,
             extra={"fields": {param: problem}},
         )
-
-
-@dataclass(slots=True)
-class RequestCache:
-    """One request's use of the cache: what it asked for, then what the pipeline did."""
-
-    read: bool = True  # Cache-Control: no-cache / no-store turn it off
-    store: bool = True  # no-store turns it off
-    max_age_s: int | None = None  # accept only an entry at most this old
-    ttl_s: int | None = None  # keep this answer this long (instead of the task type's TTL)
-    project_scope: bool = False
-    # Set by the pipeline.
-    state: str = BYPASS
-    key: str = ""
-    scope: str = ""
-    store_ttl_s: int = 0
-    hit: Outcome | None = None
-    hit_from: str = ""
 
 
 # --- what a request asks for -----------------------------------------------------------------
@@ -278,8 +257,6 @@ def _served_by(entry: Mapping[str, Any]) -> Deployment:
 
 
 def _outcome(entry: Mapping[str, Any]) -> Outcome | None:
-    from .services import Answer, Outcome  # services imports this module
-
     try:
         usage = Usage(int(entry["tokens_in"]), int(entry["tokens_out"]))
         confidence = Confidence(
@@ -392,8 +369,6 @@ def completed(job: CompletionJob, outcome: Outcome, status: str, row: dict[str, 
 def evict_answer(request_id: str) -> bool:
     """Remove the cached answer ``request_id`` created, if it is still the one cached under its
     key (a reviewer rejected or corrected it). Sync: called after a review decision commits."""
-    from .models import AuditRecord
-
     metadata = (
         AuditRecord.objects.filter(request_id=request_id).values_list("metadata", flat=True).first()
     )

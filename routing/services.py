@@ -1,8 +1,9 @@
 """The completion pipeline shared by the native and the OpenAI-compatible API.
 
-A view validates its wire format into a :class:`CompletionJob`; ``completion_run`` routes, scores,
-escalates and gates it (``completion_stream_open`` and ``stream_outcome`` do the same for a
-stream, scored at its end); ``audit_completed`` queues the audit record. Views only translate.
+A view validates its wire format into a ``CompletionJob`` (routing/jobs.py); ``completion_run``
+routes, scores, escalates and gates it (``completion_stream_open`` and ``stream_outcome`` do the
+same for a stream, scored at its end); ``audit_completed`` queues the audit record. Views only
+translate.
 """
 
 from __future__ import annotations
@@ -10,27 +11,25 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from dataclasses import dataclass, replace
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.utils import timezone
 
-from agents.limits import Admission, BudgetGuard, LimitExceeded, admit
+from agents.limits import BudgetGuard, LimitExceeded, admit
 from agents.selectors import Caller
 from agents.spend import row_charges
 from gateway_project.api_errors import GatewayError
 from providers import tokenizer
 from providers.base import ChatRequest, ChatResult, Message, Usage
 from providers.models import TIER_ORDER
-from scoring.validators import AnswerContext, Confidence, score_answer
+from scoring.validators import AnswerContext, score_answer
 
 from . import cache as response_cache
 from . import metrics, router
 from .audit import audit_writer
-from .billing import CLASSIFICATION, SECOND_OPINION, Bill
-from .cache import RequestCache
+from .billing import CLASSIFICATION, SECOND_OPINION
 from .classify import (
     Classification,
     classification_from_answer,
@@ -38,6 +37,7 @@ from .classify import (
     classify_by_rules,
 )
 from .config import Deployment, RouteChoice, RoutingSnapshot, current_snapshot
+from .jobs import Answer, CompletionJob, Outcome
 
 logger = logging.getLogger(__name__)
 
@@ -58,53 +58,6 @@ class UnknownModel(GatewayError):
             param="model",
         )
         self.model = model
-
-
-@dataclass
-class CompletionJob:
-    """One request, validated and normalised, on its way through the router."""
-
-    endpoint: str
-    request_id: str
-    caller: Caller
-    declared_caller: str
-    chat: ChatRequest
-    deadline: float
-    requested_model: str = ""
-    tier: str = ""
-    task_type: str = ""
-    stream: bool = False
-    metadata: dict[str, Any] = field(default_factory=dict)
-    started_at: datetime = field(default_factory=timezone.now)
-    started: float = field(default_factory=time.monotonic)
-    classification: Classification | None = None
-    # What is sent upstream: the caller's messages, after the task type's prompt template.
-    upstream_chat: ChatRequest | None = None
-    # The request's place in its caller's rate limits and budgets, settled when it ends (None
-    # for a caller without limits; ``admitted`` says whether admission has happened).
-    admission: Admission | None = None
-    admitted: bool = False
-    # Every upstream call made for the request, with its tokens and cost (routing/billing.py).
-    bill: Bill = field(default_factory=Bill)
-    # The deployments the agreement validator's second opinion may come from (none: no opinion).
-    second_opinion_plan: list[Deployment] = field(default_factory=list)
-    # What the request asked of the response cache, and what came of it (routing/cache.py).
-    cache: RequestCache = field(default_factory=RequestCache)
-
-    @property
-    def request(self) -> ChatRequest:
-        return self.upstream_chat or self.chat
-
-    @property
-    def prompt_text(self) -> str:
-        return "\n".join(f"{m.role}: {m.content}" for m in self.chat.messages)
-
-    @property
-    def last_user_text(self) -> str:
-        for message in reversed(self.chat.messages):
-            if message.role == "user":
-                return message.content
-        return self.chat.messages[-1].content if self.chat.messages else ""
 
 
 async def _plan(job: CompletionJob) -> tuple[RoutingSnapshot, list[Deployment]]:
@@ -435,30 +388,6 @@ async def side_call(
         job.bill.note({"model": plan[0].public_name, "outcome": "cancelled"}, purpose=purpose)
         raise
     return call.done
-
-
-@dataclass(slots=True)
-class Answer:
-    """One answer and how good the validators found it."""
-
-    result: ChatResult
-    deployment: Deployment
-    usage: Usage
-    confidence: Confidence
-
-
-@dataclass(slots=True)
-class Outcome:
-    """What a request ends with: the best answer, its gate, and everything it took."""
-
-    best: Answer
-    status: str
-    attempts: list[dict[str, Any]]
-    cost_usd: float
-    tokens_in: int
-    tokens_out: int
-    escalations: int
-    review_reason: str
 
 
 def answer_context(job: CompletionJob, output: str, finish_reason: str, *,

@@ -33,11 +33,11 @@ from .. import metrics, router
 from ..cache import request_cache
 from ..classify import valid_task_type
 from ..config import RoutingSnapshot, current_snapshot
+from ..jobs import CompletionJob
 from ..selectors import completion_status, review_queued
 from ..services import (
     AUTO_MODEL,
     TIER_ALIASES,
-    CompletionJob,
     audit_completed,
     classification_run,
     completion_run,
