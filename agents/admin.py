@@ -9,8 +9,11 @@ from django.db.models import Count, QuerySet, Sum
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 
+from .limits import budget_period
 from .models import Agent, ApiKey, Budget, BudgetAlert, Project, SpendRollup
+from .selectors import budget_ref
 from .services import api_key_create, api_key_revoke, budget_alerts_acknowledge
+from .spend import spent_nano
 
 if TYPE_CHECKING:
     # Generic in django-stubs only: Django's admin classes cannot be subscripted at runtime.
@@ -183,11 +186,7 @@ class BudgetAdmin(_BudgetAdminBase):
 
     @admin.display(description="spent this period (USD)")
     def spent_this_period(self, obj: Budget) -> str:
-        from .limits import _period
-        from .selectors import budget_ref
-        from .spend import spent_nano
-
-        _, start, end = _period(obj.period, timezone.now())
+        _, start, end = budget_period(obj.period, timezone.now())
         return f"{spent_nano(budget_ref(obj), start, end) / 1_000_000_000:.6f}"
 
 

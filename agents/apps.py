@@ -6,6 +6,7 @@ class AgentsConfig(AppConfig):
     verbose_name = "Agents, keys and budgets"
 
     def ready(self) -> None:
+        # Imported once the apps are loaded: the signal handlers' module imports models.
         from . import signals
 
         signals.connect()

@@ -48,6 +48,8 @@ from gateway_project.state_keys import (
 )
 
 from .selectors import BudgetRef, Caller
+from .spend import spent_nano
+from .tasks import budget_alert_raise
 
 logger = logging.getLogger(__name__)
 
@@ -225,7 +227,7 @@ def usd(amount: float) -> str:
 
 def _budget_refusal(ref: BudgetRef, used: int, amount: int) -> LimitExceeded:
     now = datetime.now(UTC)
-    _, _, end = _period(ref.period, now)
+    _, _, end = budget_period(ref.period, now)
     return LimitExceeded(
         "budget_exceeded",
         f"Budget exceeded: the {ref.label} budget of {usd(ref.limit_nano / NANO)} has "
@@ -269,7 +271,7 @@ def _retry_after(rate: _Rate, used: int, amount: int) -> float:
     return max(1.0, until_next + max(0.0, 1.0 - room) * WINDOW_S)
 
 
-def _period(period: str, now: datetime) -> tuple[str, datetime, datetime]:
+def budget_period(period: str, now: datetime) -> tuple[str, datetime, datetime]:
     """A budget period's id, start and end (UTC)."""
     day = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     if period == "month":
@@ -295,7 +297,7 @@ async def admit(
     now = datetime.fromtimestamp(now_epoch, UTC)
     budgets = []
     for ref in () if cached else caller.budgets:
-        period_id, _, end = _period(ref.period, now)
+        period_id, _, end = budget_period(ref.period, now)
         # Kept a day past the period's end: late settlements still land on it.
         budgets.append(
             (ref, budget_key(ref.id, ref.revision, period_id), (end - now).total_seconds() + 86400)
@@ -396,9 +398,7 @@ async def _load_budget(ref: BudgetRef, key: str, ttl: float, now: datetime) -> N
     """Start a budget's counter from what the rollups say was spent in its period. While Redis is
     down, a process starts as if the others had reserved all but its share of what is left (held,
     not spent: no alert fires for it)."""
-    from .spend import spent_nano
-
-    _, start, end = _period(ref.period, now)
+    _, start, end = budget_period(ref.period, now)
     spent = await sync_to_async(spent_nano, thread_sensitive=False)(ref, start, end)
     state = shared_state()
     others = 0
@@ -451,8 +451,6 @@ async def _raise_alert(ref: BudgetRef, key: str, threshold: int, spent: int, res
 def _enqueue_alert(
     budget_id: int, period_id: str, threshold: int, spent_nano: int, reserved_nano: int
 ) -> None:
-    from .tasks import budget_alert_raise
-
     try:
         budget_alert_raise.delay(budget_id, period_id, threshold, spent_nano, reserved_nano)
     except Exception:

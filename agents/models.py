@@ -7,6 +7,7 @@ from django.core.exceptions import ValidationError
 from django.db import models
 
 from gateway_project.outbound import OutboundRefused, outbound_url_error
+from providers.models import Tier
 
 
 class Project(models.Model):
@@ -69,8 +70,6 @@ class Agent(models.Model):
         return self.name
 
     def clean(self) -> None:
-        from providers.models import Tier
-
         for field in ("allowed_models", "allowed_tiers"):
             value = getattr(self, field)
             if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):

@@ -281,6 +281,7 @@ class SharedState:
     # -- clients ---------------------------------------------------------------------------
     def _sync(self) -> Any:
         if self._sync_client is None:
+            # Imported on first use: the embedded defaults (no REDIS_URL) never load the client.
             import redis
 
             self._sync_client = redis.Redis.from_url(
@@ -292,6 +293,7 @@ class SharedState:
         loop = asyncio.get_running_loop()
         client = self._async_clients.get(loop)
         if client is None:
+            # Imported on first use, as in _sync.
             import redis.asyncio
 
             # A blocking pool: a burst of requests waits briefly for a connection instead of
@@ -491,6 +493,7 @@ class SharedState:
         try:
             await self._async().set(SHARED_STATE_NAMESPACE + key, value, px=max(1, int(ttl * 1000)))
         except Exception as exc:  # noqa: BLE001
+            # Only reached with Redis configured: the client is loaded by then.
             import redis.exceptions
 
             if isinstance(exc, redis.exceptions.ResponseError):

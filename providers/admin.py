@@ -8,6 +8,7 @@ from django.http import HttpRequest
 from .models import FallbackChainEntry, ModelDeployment, Provider, validate_upstream_url
 from .selectors import provider_quota_usage, provider_runtime_status, upstream_limits_status
 from .services import (
+    config_changed_on_commit,
     config_object_delete,
     config_object_save,
     fallback_chain_reorder,
@@ -114,8 +115,6 @@ class ProviderAdmin(ConfigAdmin):
 
     def save_formset(self, request: HttpRequest, form: Any, formset: Any, change: bool) -> None:
         super().save_formset(request, form, formset, change)
-        from .services import config_changed_on_commit
-
         config_changed_on_commit()
 
 

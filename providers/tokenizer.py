@@ -62,6 +62,8 @@ def _load(name: str) -> _Encoding | None:
     with _lock:
         if name not in _encodings:
             try:
+                # Imported here, under the lock: the vocabulary loads on first need (ADR 0013),
+                # and a missing or broken package falls back to the estimate (below).
                 import bpe_openai
 
                 _encodings[name] = bpe_openai.get_encoding(name)

