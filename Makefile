@@ -26,6 +26,7 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy .
+	$(BIN)/lint-imports --no-cache
 
 ## Load benchmark against the upstream simulator; bench-compare adds LiteLLM proxy side by side.
 bench: install

@@ -8,10 +8,12 @@ BIN=.venv/bin
 PG_URL="${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test}"
 REDIS="${TEST_REDIS_URL:-redis://127.0.0.1:6379/0}"
 
-echo "== ruff and mypy"
+echo "== ruff, mypy and the import contracts"
 $BIN/ruff check . || exit 1
 $BIN/ruff format --check . >/dev/null || { $BIN/ruff format --check .; exit 1; }
 $BIN/mypy . || exit 1
+# The one-way house of apps (docs/adr/0017-layers.md): layers, independence, no module cycle.
+$BIN/lint-imports --no-cache || exit 1
 
 services_up() {
   $BIN/python - "$PG_URL" "$REDIS" <<'PY'
