@@ -21,7 +21,7 @@ from learning.validators import (
     validator_defaults,
     validator_param_problems,
 )
-from providers.simulator.answers import DEFAULT_WORDS, build_answer
+from simulator.answers import DEFAULT_WORDS, build_answer
 
 QUESTION = "How does photosynthesis work in green plants?"
 CLEAN = (
