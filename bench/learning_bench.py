@@ -2,10 +2,10 @@
 
 Method
 ------
-Three upstream models in the simulator (``providers/simulator``) stand for the fast, medium and
+Three upstream models in the simulator (``simulator/``) stand for the fast, medium and
 large tiers. They differ in price and, per task type, in how often they give a *plausibly wrong*
 answer (the simulator's ``wrong_rate``: an answer the validators cannot tell from a right one,
-with one confidently false sentence). The truth is known: ``providers.simulator.answers.is_wrong``
+with one confidently false sentence). The truth is known: ``simulator.answers.is_wrong``
 tells from the text alone whether an answer is wrong. Three task types, each with its own word in
 the prompt (the simulator's topic), in a fixed mix:
 
@@ -312,7 +312,7 @@ def start_simulator(env: dict[str, str]) -> Server:
     port = free_port()
     models = [m.spec() for m in MODELS]
     argv = [
-        str(VENV_BIN / "python"), "-m", "providers.simulator",
+        str(VENV_BIN / "python"), "-m", "simulator",
         "--host", HOST, "--port", str(port), "--model", *models,
     ]  # fmt: skip
     server = Server(SIMULATOR_LOG, argv, env, port)
@@ -328,10 +328,10 @@ def configure(simulator_port: int, tunables: dict[str, float]) -> str:
     from django.contrib.auth import get_user_model
 
     from agents.services import api_key_create
-    from learning.services import tunable_set
     from providers.models import ModelDeployment, Provider
     from providers.services import config_object_save, provider_save
     from routing.models import ClassificationRule, TaskRoute
+    from scoring.services import tunable_set
 
     provider = Provider(
         name=PROVIDER_NAME,
@@ -404,7 +404,7 @@ async def send_all(
     of a run are the same: a response cache would have nothing to serve, and what is measured is
     the routing.
     """
-    from providers.simulator.answers import is_wrong
+    from simulator.answers import is_wrong
 
     semaphore = asyncio.Semaphore(gw.concurrency)
     answers: list[Answer] = []
@@ -508,9 +508,9 @@ def forget(caller: str) -> None:
 
 def review_all(actor: Any) -> tuple[int, int]:
     """The synthetic reviewer decides every pending item from the truth: (approved, rejected)."""
-    from providers.simulator.answers import is_wrong
     from reviews.models import ReviewItem
     from reviews.services import review_item_decide
+    from simulator.answers import is_wrong
 
     approved = rejected = 0
     pending = ReviewItem.objects.filter(status=ReviewItem.Status.PENDING).select_related(

@@ -3,7 +3,7 @@
 Method
 ------
 Every system under test is put in front of the same upstream, the simulator in
-``providers/simulator`` (``bench-model`` answers at once, ``bench-slow`` after 500 ms), and
+``simulator/`` (``bench-model`` answers at once, ``bench-slow`` after 500 ms), and
 driven by ``wrk`` with the same request, so the only difference between two rows of one
 scenario is the proxy in between:
 
@@ -422,7 +422,7 @@ def cpu_count() -> int:
 
 def start_simulator(port: int) -> Server:
     argv = [
-        str(VENV_BIN / "python"), "-m", "providers.simulator",
+        str(VENV_BIN / "python"), "-m", "simulator",
         "--host", HOST, "--port", str(port), "--model", "bench-slow:latency_ms=500",
     ]  # fmt: skip
     server = Server("simulator", argv, dict(os.environ), port)

@@ -127,7 +127,7 @@ def main() -> None:
     password = setup["admin"]["secret"] or "(not shown: see above)"
     key = setup["api_key"]["secret"]
     try:
-        start("simulator", sys.executable, "-m", "providers.simulator", "--port", str(SIM_PORT))
+        start("simulator", sys.executable, "-m", "simulator", "--port", str(SIM_PORT))
         wait_for(f"{sim_url}/_sim/health", "simulator")
         workers = str(os.cpu_count() or 1) if os.environ.get("REDIS_URL") else "1"
         start(

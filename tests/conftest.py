@@ -89,7 +89,7 @@ class Simulator:
 def simulator_url() -> Iterator[str]:
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "providers.simulator", "--host", "127.0.0.1", "--port", str(port)],
+        [sys.executable, "-m", "simulator", "--host", "127.0.0.1", "--port", str(port)],
         cwd=ROOT,
     )
     url = f"http://127.0.0.1:{port}"

@@ -8,7 +8,6 @@ from typing import Any, ClassVar
 
 import pytest
 
-from providers.simulator.answers import DEFAULT_WORDS, build_answer
 from scoring.validators import (
     DEFAULT_SETTINGS,
     VALIDATORS,
@@ -22,6 +21,7 @@ from scoring.validators import (
     validator_defaults,
     validator_param_problems,
 )
+from simulator.answers import DEFAULT_WORDS, build_answer
 
 QUESTION = "How does photosynthesis work in green plants?"
 CLEAN = (

@@ -6,8 +6,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from providers.simulator.__main__ import add_arguments, models_from_specs
-from providers.simulator.server import KnobError, run
+from simulator import KnobError, run
+from simulator.__main__ import add_arguments, models_from_specs
 
 
 class Command(BaseCommand):

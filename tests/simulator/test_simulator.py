@@ -28,7 +28,14 @@ if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
 from providers.ratelimits import parse_duration, parse_rate_limits  # noqa: E402
-from providers.simulator.answers import (  # noqa: E402
+from simulator import (  # noqa: E402
+    KnobError,
+    parse_knobs,
+    parse_model_spec,
+    start_in_background,
+    wrong_rate_for,
+)
+from simulator.answers import (  # noqa: E402
     DEFAULT_WORDS,
     LANGUAGES,
     WRONG_MIN_WORDS,
@@ -36,15 +43,7 @@ from providers.simulator.answers import (  # noqa: E402
     count_words,
     is_wrong,
 )
-from providers.simulator.server import (  # noqa: E402
-    Budget,
-    KnobError,
-    go_duration,
-    parse_knobs,
-    parse_model_spec,
-    start_in_background,
-    wrong_rate_for,
-)
+from simulator.ratelimits import Budget, go_duration  # noqa: E402
 
 QUESTION = "Please explain photosynthesis in green plants"
 OPENAI_PATH = "/v1/chat/completions"
@@ -856,7 +855,7 @@ async def test_wrong_rate_draws_per_request(
     client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     draws = iter([0.29, 0.3, 0.99, 0.0])
-    monkeypatch.setattr("providers.simulator.server.random.random", lambda: next(draws))
+    monkeypatch.setattr("simulator.chat.random.random", lambda: next(draws))
     await client.put("/_sim/models/gpt-4o-mini", json={"wrong_rate": "0.3"})
     found = [is_wrong(await answer_of(client, "openai", QUESTION, stream=False)) for _ in range(4)]
     assert found == [True, False, False, True]
@@ -1064,7 +1063,7 @@ async def test_cli_serves_configured_models() -> None:
         [
             sys.executable,
             "-m",
-            "providers.simulator",
+            "simulator",
             "--port",
             str(port),
             "--model",

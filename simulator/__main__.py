@@ -1,17 +1,18 @@
-"""Command line entry point: ``python -m providers.simulator [options]``."""
+"""Command line entry point: ``python -m simulator [options]``."""
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
 
-from .server import KNOB_NAMES, KnobError, parse_model_spec, run
+from .knobs import KNOB_NAMES, KnobError, parse_model_spec
+from .server import run
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The options shared by this CLI and the ``simulate_upstream`` management command."""
     parser = argparse.ArgumentParser(
-        prog="python -m providers.simulator",
+        prog="python -m simulator",
         description="Serve fake OpenAI, Ollama, Anthropic and Gemini endpoints locally.",
     )
     add_arguments(parser)
